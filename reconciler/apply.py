@@ -1,0 +1,195 @@
+"""Reading the platform into a plan, and running a plan through a provider.
+
+``make_plan`` is the I/O wrapper around the pure ``plan.compute_plan``. ``apply_plan``
+writes a plan shop by shop: within a shop the binding changes go first (scenario order),
+then follow-up settings; every write is a compare-and-set on the plan's ``before``. When a
+write fails, the shop's changes already made in this run are put back in reverse order,
+so a shop is never left split between two ERPs. Shops are independent: a failing shop
+does not stop the others. ``check_stale`` refuses a saved plan whose ``before`` values no
+longer hold, before anything is written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from .config import Config
+from .errors import ProviderError, StalePlan, UnsafePlan
+from .model import Scenario, ShopState
+from .plan import Action, Change, Plan, compute_plan, needed_checks
+from .providers.base import Provider
+
+log = logging.getLogger("reconciler.apply")
+
+Recorder = Callable[..., None]
+Progress = Callable[[int, int, str], None]
+
+
+def make_plan(config: Config, provider: Provider, *, force: bool = False) -> Plan:
+    """Read the actual state of the config's shops and plan the changes."""
+    actual = provider.read([s.id for s in config.shops])
+    checks = provider.check_apps(needed_checks(config.shops))
+    return compute_plan(config.shops, actual, checks, config.erp_names_by_appkey(),
+                        safety=config.settings.safety, force=force)
+
+
+def _current(state: ShopState, change: Change) -> dict[str, Any]:
+    if change.action is Action.update:
+        return {"buyer_self_service": state.buyer_self_service}
+    return {"appkey": state.appkey(change.scenario)}
+
+
+def check_stale(plan: Plan, provider: Provider) -> None:
+    """Refuse (StalePlan) when any binding the plan touches no longer matches its ``before``."""
+    shops = sorted({c.shop for c in plan.changes})
+    if not shops:
+        return
+    actual = provider.read(shops)
+    stale: list[str] = []
+    for c in plan.changes:
+        state = actual[c.shop]
+        if isinstance(state, ProviderError):
+            raise StalePlan(f"cannot verify the plan: shop {c.shop}: {state}")
+        now = _current(state, c)
+        if now != dict(c.before):
+            stale.append(f"  {c.shop} {c.scenario.value} {c.action.value}: plan expects {_show(c.before)}, platform has {_show(now)}")
+    if stale:
+        raise StalePlan("the saved plan is stale: the platform changed since it was made; nothing was applied\n"
+                        + "\n".join(stale) + "\nmake a new plan")
+
+
+def _show(v: Any) -> str:
+    items = list(dict(v).items())
+    if len(items) == 1:
+        k, val = items[0]
+        return f"{k}={'unbound' if val is None and k == 'appkey' else str(val).lower() if isinstance(val, bool) else val}"
+    return str(dict(v))
+
+
+def check_safe(plan: Plan, *, force: bool) -> None:
+    if force or plan.force:
+        return
+    unsafe = [p for p in plan.unsafe if p.kind == "unsafe"]
+    if unsafe:
+        raise UnsafePlan("refusing to apply: " + unsafe[0].message)
+
+
+@dataclass
+class ShopOutcome:
+    shop: str
+    applied: list[Change] = field(default_factory=list)
+    failed: Change | None = None
+    error: str | None = None
+    rolled_back: list[Change] = field(default_factory=list)
+    rollback_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed is None
+
+    @property
+    def split(self) -> bool:
+        """The rollback itself failed: the shop needs a person."""
+        return bool(self.rollback_errors)
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[ShopOutcome]
+    withheld: list[str] = field(default_factory=list)
+
+    @property
+    def applied(self) -> int:
+        return sum(len(o.applied) for o in self.outcomes if o.ok)
+
+    @property
+    def failed(self) -> list[ShopOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def exit_code(self) -> int:
+        if not self.failed and not self.withheld:
+            return 0
+        return 3 if self.applied else 1
+
+
+def _write(provider: Provider, c: Change) -> None:
+    if c.action is Action.update:
+        provider.set_self_service(c.shop, bool(c.after["buyer_self_service"]), expected=bool(c.before["buyer_self_service"]))
+    elif c.action is Action.unbind:
+        provider.unbind(c.shop, c.scenario, expected=str(c.before["appkey"]))
+    else:
+        provider.bind(c.shop, c.scenario, str(c.after["appkey"]), expected=c.before.get("appkey"))
+
+
+def _undo(c: Change) -> Change:
+    action = {Action.bind: Action.unbind, Action.unbind: Action.bind}.get(c.action, c.action)
+    return Change(shop=c.shop, scenario=c.scenario, action=action, before=c.after, after=c.before, reason="rollback")
+
+
+_SCEN_ORDER = {s: i for i, s in enumerate(Scenario)}
+
+
+def shop_order(changes: Sequence[Change]) -> list[Change]:
+    """Binding changes first, in scenario order; then follow-up settings."""
+    return sorted(changes, key=lambda c: (c.action is Action.update, _SCEN_ORDER[c.scenario]))
+
+
+def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder) -> ShopOutcome:
+    out = ShopOutcome(shop)
+    for c in shop_order(changes):
+        try:
+            _write(provider, c)
+        except ProviderError as e:
+            out.failed, out.error = c, str(e)
+            record(change=c, outcome="failed", error=str(e))
+            break
+        out.applied.append(c)
+        record(change=c, outcome="applied", error=None)
+    if out.failed is None:
+        return out
+    for c in reversed(out.applied):
+        undo = _undo(c)
+        try:
+            _write(provider, undo)
+        except ProviderError as e:
+            out.rollback_errors.append(f"{c.scenario.value}: {e}")
+            record(change=undo, outcome="rollback-failed", error=str(e))
+            continue
+        out.rolled_back.append(c)
+        record(change=undo, outcome="rolled-back", error=None)
+    return out
+
+
+def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None,
+               progress: Progress | None = None, parallelism: int = 1) -> ApplyResult:
+    """Write the plan; see the module doc for ordering, rollback and isolation."""
+    rec: Recorder = record or (lambda **_: None)
+    groups = plan.by_shop()
+    shops = sorted(groups)
+    total = len(shops)
+    done = 0
+
+    def one(shop: str) -> ShopOutcome:
+        return apply_shop(provider, shop, groups[shop], rec)
+
+    outcomes: list[ShopOutcome] = []
+    if parallelism <= 1 or total <= 1:
+        for shop in shops:
+            outcomes.append(one(shop))
+            done += 1
+            if progress:
+                progress(done, total, shop)
+    else:
+        with ThreadPoolExecutor(max_workers=parallelism) as pool:
+            for shop, o in zip(shops, pool.map(one, shops), strict=True):
+                outcomes.append(o)
+                done += 1
+                if progress:
+                    progress(done, total, shop)
+    withheld = sorted({p.shop for p in plan.problems if p.severity == "error" and p.shop})
+    return ApplyResult(outcomes=outcomes, withheld=withheld)

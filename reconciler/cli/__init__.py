@@ -1,0 +1,53 @@
+"""The command line: a thin layer that parses options, calls the core and maps errors to
+exit codes. Commands live in submodules; ``main`` is the console script."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Any
+
+import click
+
+from .. import __version__
+from ..errors import ReconcilerError
+from .common import DEFAULT_CONFIG_DIR, State
+
+
+class _Group(click.Group):
+    """Turns every ReconcilerError into a message on stderr and exit 1 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ReconcilerError as e:
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(1)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("-C", "--config-dir", envvar="RECONCILER_CONFIG_DIR", default=DEFAULT_CONFIG_DIR, show_default=True,
+              help="The configuration directory (env RECONCILER_CONFIG_DIR).")
+@click.option("--debug", is_flag=True, help="Log platform calls and show tracebacks.")
+@click.option("--color/--no-color", "colour", default=None, help="Colour output (default: when a terminal).")
+@click.version_option(__version__, prog_name="reconciler")
+@click.pass_context
+def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None) -> None:
+    """Config-as-code for the ERP bindings of Taobao / Tmall shops."""
+    ctx.obj = State(config_dir=config_dir, debug=debug, colour=colour)
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    from . import core, sandbox
+    for cmd in (*core.COMMANDS, sandbox.sandbox):
+        main.add_command(cmd)
+
+
+_register()

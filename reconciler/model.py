@@ -1,0 +1,262 @@
+"""Frozen models: what the configuration declares and what the platform holds.
+
+Two families live here. The *spec* models mirror the YAML files one to one (strict: no
+coercion, no unknown keys) and are what ``config`` validates. The *state* models are what
+providers return and what ``plan`` compares against: plain, hashable, provider-neutral.
+"""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, model_validator
+
+
+class Scenario(StrEnum):
+    """A scenario of the ERP settings page; the value is the key used everywhere."""
+
+    intercept_shipment = "intercept_shipment"
+    modify_address = "modify_address"
+    order_status = "order_status"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+SCENARIOS: tuple[Scenario, ...] = tuple(Scenario)
+# In strict models an enum field still takes its string value (that is what YAML holds).
+ScenarioKey = Annotated[Scenario, Strict(False)]
+VIRTUAL_APPKEY = "virtualAppKey"
+APPKEY_RE = re.compile(r"^[0-9]{1,32}$")
+SHOP_ID_RE = re.compile(r"^[0-9]{1,20}$")
+
+
+def appkey_problem(appkey: str, scenario: Scenario | None) -> str | None:
+    """Why the platform would refuse this appkey for this scenario, or None."""
+    if appkey == VIRTUAL_APPKEY:
+        if scenario is not None and scenario is not Scenario.modify_address:
+            return "virtualAppKey is only valid for modify_address (Cainiao warehouses)"
+        return None
+    if not APPKEY_RE.match(appkey):
+        return f"appkey {appkey!r} is not a string of digits (or virtualAppKey)"
+    return None
+
+
+# --------------------------------------------------------------------------- specs (YAML)
+
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
+ShopId = Annotated[StrictStr, Field(pattern=SHOP_ID_RE.pattern)]
+
+
+class ErpSpec(BaseModel):
+    """One ERP of the catalog (``erps.yaml``)."""
+
+    model_config = _STRICT
+    name: StrictStr | None = None
+    appkey: StrictStr
+
+
+class ErpsFile(BaseModel):
+    model_config = _STRICT
+    erps: dict[StrictStr, ErpSpec]
+
+
+class ScenarioSpec(BaseModel):
+    """The desired binding of one scenario; the scenario-specific settings subclass it."""
+
+    model_config = _STRICT
+    erp: StrictStr | None = None
+    appkey: StrictStr | None = None
+    state: Literal["bound", "unbound"] = "bound"
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ScenarioSpec:
+        if self.erp is not None and self.appkey is not None:
+            raise ValueError("give either erp or appkey, not both")
+        if self.state == "unbound" and (self.erp is not None or self.appkey is not None):
+            raise ValueError("state: unbound takes no erp or appkey")
+        return self
+
+
+class InterceptSpec(ScenarioSpec):
+    pass
+
+
+class ModifyAddressSpec(ScenarioSpec):
+    buyer_self_service: StrictBool | None = None
+
+
+class OrderStatusSpec(ScenarioSpec):
+    erp_detail_button: StrictBool | None = None
+
+
+class ScenariosSpec(BaseModel):
+    """The managed scenarios of a shop. An omitted scenario is not managed."""
+
+    model_config = _STRICT
+    intercept_shipment: InterceptSpec | None = None
+    modify_address: ModifyAddressSpec | None = None
+    order_status: OrderStatusSpec | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_bound(cls, data: Any) -> Any:
+        # ``intercept_shipment:`` (null) means the same as ``intercept_shipment: {}``.
+        if isinstance(data, dict):
+            return {k: ({} if v is None else v) for k, v in data.items()}
+        return data
+
+    def declared(self) -> dict[Scenario, ScenarioSpec]:
+        out: dict[Scenario, ScenarioSpec] = {}
+        for s in SCENARIOS:
+            spec = getattr(self, s.value)
+            if spec is not None:
+                out[s] = spec
+        return out
+
+
+class ShopSpec(BaseModel):
+    """One shop of a ``shops/*.yaml`` file."""
+
+    model_config = _STRICT
+    id: ShopId
+    name: StrictStr | None = None
+    erp: StrictStr | None = None
+    protect: StrictBool = False
+    scenarios: ScenariosSpec = ScenariosSpec()
+
+
+class ShopsFile(BaseModel):
+    model_config = _STRICT
+    shops: list[ShopSpec]
+
+
+class SandboxSettings(BaseModel):
+    model_config = _STRICT
+    kind: Literal["sandbox"] = "sandbox"
+    path: StrictStr = ".reconciler/sandbox.db"
+    world: StrictStr | None = None
+
+
+SignMethod = Literal["md5", "hmac", "hmac-sha256"]
+
+
+class TopSettings(BaseModel):
+    """The real platform over HTTP (TOP protocol). Secrets come from the environment or files."""
+
+    model_config = _STRICT
+    kind: Literal["top"]
+    url: StrictStr
+    app_key: StrictStr
+    app_secret_env: StrictStr = "RECONCILER_APP_SECRET"
+    app_secret_file: StrictStr | None = None
+    sessions_file: StrictStr | None = None
+    sessions_env: StrictStr = "RECONCILER_SESSIONS"
+    sign_method: SignMethod = "hmac-sha256"
+    qps: Annotated[float, Field(gt=0, strict=False)] = 20.0
+    timeout_s: Annotated[float, Field(gt=0, strict=False)] = 10.0
+    parallelism: Annotated[int, Field(ge=1, le=64)] = 8
+    methods: dict[StrictStr, StrictStr] = {}
+
+
+class SafetySettings(BaseModel):
+    model_config = _STRICT
+    max_change_share: Annotated[float, Field(ge=0, le=1, strict=False)] = 0.30
+    min_managed: Annotated[int, Field(ge=0)] = 10
+
+
+class ApplySettings(BaseModel):
+    model_config = _STRICT
+    retries: Annotated[int, Field(ge=0, le=20)] = 4
+    backoff_s: Annotated[float, Field(ge=0, strict=False)] = 0.5
+    max_backoff_s: Annotated[float, Field(ge=0, strict=False)] = 30.0
+
+
+class HistorySettings(BaseModel):
+    model_config = _STRICT
+    path: StrictStr | None = None
+
+
+class Settings(BaseModel):
+    """``reconciler.yaml``; every section optional."""
+
+    model_config = _STRICT
+    provider: Annotated[SandboxSettings | TopSettings, Field(discriminator="kind")] = SandboxSettings()
+    safety: SafetySettings = SafetySettings()
+    apply: ApplySettings = ApplySettings()
+    history: HistorySettings = HistorySettings()
+
+
+# --------------------------------------------------------------------------- resolved desired state
+
+
+class Source(BaseModel):
+    """Where a desired value was declared: ``file:line``."""
+
+    model_config = ConfigDict(frozen=True)
+    file: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+class DesiredBinding(BaseModel):
+    """A managed scenario after ERP names are resolved. ``appkey`` None means: must be unbound."""
+
+    model_config = ConfigDict(frozen=True)
+    scenario: Scenario
+    appkey: str | None
+    erp: str | None = None
+    source: Source
+    buyer_self_service: bool | None = None
+    erp_detail_button: bool | None = None
+
+
+class DesiredShop(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    id: str
+    name: str | None = None
+    erp: str | None = None
+    protect: bool = False
+    source: Source
+    bindings: dict[Scenario, DesiredBinding]
+
+
+# --------------------------------------------------------------------------- actual state
+
+
+class Binding(BaseModel):
+    model_config = ConfigDict(frozen=True)
+    scenario: Scenario
+    appkey: str
+    revision: int = 0
+
+
+class ShopState(BaseModel):
+    """What the platform holds for one shop."""
+
+    model_config = ConfigDict(frozen=True)
+    shop_id: str
+    bindings: dict[Scenario, Binding] = {}
+    buyer_self_service: bool = False
+    detail_whitelisted: bool = False
+
+    def appkey(self, scenario: Scenario) -> str | None:
+        b = self.bindings.get(scenario)
+        return b.appkey if b else None
+
+
+class AppCheck(BaseModel):
+    """The platform's answer about an appkey for a scenario (``erp.app.check``)."""
+
+    model_config = ConfigDict(frozen=True)
+    appkey: str
+    scenario: Scenario
+    exists: bool
+    integrated: bool
+    name: str | None = None
+    detail_whitelisted: bool = False
+    syncs_order_status: bool = True

@@ -1,0 +1,402 @@
+"""The sandbox platform: an emulator of the ERP-settings side of the real platform.
+
+State lives in SQLite (one file), so a sandbox survives between commands and can be
+served over HTTP (``sandbox_server``) to several clients at once. The emulator enforces
+the platform's rules from DOMAIN.md: unknown appkeys and scenarios the ERP has not
+integrated refuse a bind; ``virtualAppKey`` only on ``modify_address``; operators without
+the customer-service permission are refused; every write is a compare-and-set against the
+expected current value and bumps a revision; injected faults make chosen calls fail.
+Each write is one SQLite transaction: a crash never leaves half a change.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+
+from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
+
+Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
+
+# sub_code → TOP error code (DOMAIN.md, PLATFORM-API.md)
+SUB_CODES: dict[str, int] = {
+    "isv.appkey-not-found": 15,
+    "isv.scenario-not-integrated": 15,
+    "isv.invalid-appkey": 15,
+    "isv.binding-conflict": 15,
+    "isv.shop-not-found": 15,
+    "isv.permission-denied": 12,
+    "isv.missing-parameter": 40,
+    "isv.invalid-parameter": 41,
+    "isp.unknown-error": 15,
+    "isp.remote-service-unavailable": 15,
+    "isp.call-limited": 7,
+}
+
+
+class PlatformError(Exception):
+    """A refusal as the platform states it: TOP code, sub_code, message."""
+
+    def __init__(self, sub_code: str, msg: str, *, code: int | None = None, ban_seconds: int | None = None) -> None:
+        super().__init__(f"{sub_code}: {msg}")
+        self.sub_code = sub_code
+        self.code = code if code is not None else SUB_CODES.get(sub_code, 15)
+        self.msg = msg
+        self.ban_seconds = ban_seconds
+
+
+# --------------------------------------------------------------------------- the world file
+
+_W = ConfigDict(extra="forbid", strict=True)
+
+
+class WorldAgencyApp(BaseModel):
+    model_config = _W
+    app_key: StrictStr
+    app_secret: StrictStr
+
+
+class WorldApp(BaseModel):
+    model_config = _W
+    name: StrictStr | None = None
+    scenarios: list[ScenarioKey] = Field(default_factory=list)
+    detail_whitelisted: StrictBool = False
+    syncs_order_status: StrictBool = True
+
+
+class WorldShop(BaseModel):
+    model_config = _W
+    name: StrictStr | None = None
+    session: StrictStr | None = None
+    bindings: dict[ScenarioKey, StrictStr] = Field(default_factory=dict)
+    buyer_self_service: StrictBool = False
+    cs_permission: StrictBool = True
+
+
+class WorldFault(BaseModel):
+    model_config = _W
+    operation: Operation
+    shop: StrictStr | None = None
+    scenario: ScenarioKey | None = None
+    error: StrictStr = "isp.unknown-error"
+    times: int | None = Field(default=1, ge=1)
+    ban_seconds: int | None = Field(default=None, ge=1)
+
+
+class World(BaseModel):
+    """The content of a sandbox (``sandbox load`` / ``sandbox dump``)."""
+
+    model_config = _W
+    app: WorldAgencyApp | None = None
+    apps: dict[StrictStr, WorldApp] = Field(default_factory=dict)
+    shops: dict[StrictStr, WorldShop] = Field(default_factory=dict)
+    faults: list[WorldFault] = Field(default_factory=list)
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS apps (
+  appkey TEXT PRIMARY KEY, name TEXT, scenarios TEXT NOT NULL,
+  detail_whitelisted INTEGER NOT NULL, syncs_order_status INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS shops (
+  shop_id TEXT PRIMARY KEY, name TEXT, session TEXT UNIQUE,
+  buyer_self_service INTEGER NOT NULL, cs_permission INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS bindings (
+  shop_id TEXT NOT NULL, scenario TEXT NOT NULL, appkey TEXT, revision INTEGER NOT NULL,
+  PRIMARY KEY (shop_id, scenario));
+CREATE TABLE IF NOT EXISTS faults (
+  id INTEGER PRIMARY KEY, operation TEXT NOT NULL, shop_id TEXT, scenario TEXT,
+  error TEXT NOT NULL, times INTEGER, ban_seconds INTEGER);
+"""
+
+
+class SandboxPlatform:
+    """The platform's rules over one SQLite file. Thread-safe (one lock, one connection)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        if str(path) != ":memory:":
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            else:
+                self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ world
+
+    def load_world(self, world: World) -> None:
+        """Replace the whole content, atomically."""
+        with self._tx() as db:
+            for t in ("meta", "apps", "shops", "bindings", "faults"):
+                db.execute(f"DELETE FROM {t}")
+            if world.app:
+                db.executemany("INSERT INTO meta VALUES (?, ?)",
+                               [("app_key", world.app.app_key), ("app_secret", world.app.app_secret)])
+            db.executemany(
+                "INSERT INTO apps VALUES (?, ?, ?, ?, ?)",
+                [(k, a.name, ",".join(s.value for s in a.scenarios), int(a.detail_whitelisted), int(a.syncs_order_status))
+                 for k, a in world.apps.items()],
+            )
+            db.executemany(
+                "INSERT INTO shops VALUES (?, ?, ?, ?, ?)",
+                [(sid, s.name, s.session, int(s.buyer_self_service), int(s.cs_permission)) for sid, s in world.shops.items()],
+            )
+            db.executemany(
+                "INSERT INTO bindings VALUES (?, ?, ?, 1)",
+                [(sid, sc.value, key) for sid, s in world.shops.items() for sc, key in s.bindings.items()],
+            )
+            db.executemany(
+                "INSERT INTO faults (operation, shop_id, scenario, error, times, ban_seconds) VALUES (?, ?, ?, ?, ?, ?)",
+                [(f.operation, f.shop, f.scenario.value if f.scenario else None, f.error, f.times, f.ban_seconds)
+                 for f in world.faults],
+            )
+
+    def dump_world(self, *, include_secrets: bool = False) -> dict[str, Any]:
+        """The content in the world format; secrets only when asked for."""
+        with self._lock:
+            db = self._db
+            meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+            out: dict[str, Any] = {}
+            if "app_key" in meta:
+                out["app"] = {"app_key": meta["app_key"]}
+                if include_secrets:
+                    out["app"]["app_secret"] = meta["app_secret"]
+            out["apps"] = {
+                k: {"name": n, "scenarios": [s for s in sc.split(",") if s],
+                    "detail_whitelisted": bool(w), "syncs_order_status": bool(sy)}
+                for k, n, sc, w, sy in db.execute("SELECT * FROM apps ORDER BY appkey")
+            }
+            bindings: dict[str, dict[str, str]] = {}
+            for sid, sc, key in db.execute(
+                "SELECT shop_id, scenario, appkey FROM bindings WHERE appkey IS NOT NULL ORDER BY shop_id, scenario"
+            ):
+                bindings.setdefault(sid, {})[sc] = key
+            shops: dict[str, Any] = {}
+            for sid, name, session, bss, perm in db.execute("SELECT * FROM shops ORDER BY shop_id"):
+                shop: dict[str, Any] = {"name": name}
+                if include_secrets and session is not None:
+                    shop["session"] = session
+                shop["bindings"] = {s.value: bindings[sid][s.value] for s in SCENARIOS if s.value in bindings.get(sid, {})}
+                shop["buyer_self_service"] = bool(bss)
+                if not perm:
+                    shop["cs_permission"] = False
+                shops[sid] = shop
+            out["shops"] = shops
+            faults = [
+                {k: v for k, v in (("operation", op), ("shop", shop_id), ("scenario", sc), ("error", err),
+                                   ("times", times), ("ban_seconds", ban)) if v is not None}
+                for op, shop_id, sc, err, times, ban in db.execute(
+                    "SELECT operation, shop_id, scenario, error, times, ban_seconds FROM faults ORDER BY id")
+            ]
+            if faults:
+                out["faults"] = faults
+            return out
+
+    def agency_app(self) -> tuple[str, str] | None:
+        with self._lock:
+            meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
+        return (meta["app_key"], meta["app_secret"]) if "app_key" in meta else None
+
+    def shop_for_session(self, session: str) -> str | None:
+        with self._lock:
+            row = self._db.execute("SELECT shop_id FROM shops WHERE session = ?", (session,)).fetchone()
+        return row[0] if row else None
+
+    def list_shops(self) -> list[str]:
+        with self._lock:
+            return [r[0] for r in self._db.execute("SELECT shop_id FROM shops ORDER BY shop_id")]
+
+    # ------------------------------------------------------------------ faults and guards
+
+    def _fault(self, db: sqlite3.Connection, op: Operation, shop: str | None, scenario: str | None) -> None:
+        row = db.execute(
+            "SELECT id, error, times, ban_seconds FROM faults WHERE operation = ?"
+            " AND (shop_id IS NULL OR shop_id = ?) AND (scenario IS NULL OR scenario = ?)"
+            " AND (times IS NULL OR times > 0) ORDER BY id LIMIT 1",
+            (op, shop, scenario),
+        ).fetchone()
+        if row is None:
+            return
+        fid, error, times, ban = row
+        if times is not None:
+            db.execute("UPDATE faults SET times = times - 1 WHERE id = ?", (fid,))
+        if ban is not None:
+            raise PlatformError(error, f"App Call Limited; This ban will last for {ban} more seconds", code=7, ban_seconds=ban)
+        raise PlatformError(error, f"injected fault on {op}")
+
+    def _shop(self, db: sqlite3.Connection, shop: str) -> tuple[bool, bool]:
+        row = db.execute("SELECT buyer_self_service, cs_permission FROM shops WHERE shop_id = ?", (shop,)).fetchone()
+        if row is None:
+            raise PlatformError("isv.shop-not-found", f"shop {shop} does not exist")
+        if not row[1]:
+            raise PlatformError("isv.permission-denied", "the account lacks the customer-service-platform permission")
+        return bool(row[0]), bool(row[1])
+
+    def _app(self, db: sqlite3.Connection, appkey: str, scenario: Scenario) -> None:
+        why = appkey_problem(appkey, scenario)
+        if why:
+            raise PlatformError("isv.invalid-appkey", why)
+        if appkey == VIRTUAL_APPKEY:
+            return
+        row = db.execute("SELECT scenarios FROM apps WHERE appkey = ?", (appkey,)).fetchone()
+        if row is None:
+            raise PlatformError("isv.appkey-not-found", f"no ERP app with appkey {appkey}")
+        if scenario.value not in row[0].split(","):
+            raise PlatformError("isv.scenario-not-integrated",
+                                f"the ERP {appkey} has not integrated {scenario.value} through Qimen")
+
+    @staticmethod
+    def _scenario(value: str) -> Scenario:
+        try:
+            return Scenario(value)
+        except ValueError:
+            raise PlatformError("isv.invalid-parameter", f"unknown scenario {value!r}") from None
+
+    # ------------------------------------------------------------------ the five methods
+
+    def get(self, shop: str) -> dict[str, Any]:
+        """``erp.binding.get``."""
+        body: dict[str, Any] = self.get_many([shop], strict=True)[shop]
+        return body
+
+    def get_many(self, shops: Iterable[str], *, strict: bool = False) -> dict[str, Any]:
+        """``erp.binding.get`` for many shops in one query; a value is the response body or a
+        PlatformError (raised instead when ``strict``)."""
+        ids = list(shops)
+        with self._tx() as db:
+            wanted = set(ids)
+            few = len(ids) <= 500
+            q_shops = "SELECT shop_id, buyer_self_service, cs_permission FROM shops"
+            q_bind = "SELECT b.shop_id, b.scenario, b.appkey, b.revision, a.detail_whitelisted FROM bindings b" \
+                     " LEFT JOIN apps a ON a.appkey = b.appkey WHERE b.appkey IS NOT NULL"
+            if few:
+                marks = ",".join("?" * len(ids))
+                shop_rows = db.execute(f"{q_shops} WHERE shop_id IN ({marks})", ids).fetchall()
+                bind_rows = db.execute(f"{q_bind} AND b.shop_id IN ({marks})", ids).fetchall()
+            else:
+                shop_rows = db.execute(q_shops).fetchall()
+                bind_rows = db.execute(q_bind).fetchall()
+            has_faults = db.execute("SELECT 1 FROM faults WHERE operation = 'get' AND (times IS NULL OR times > 0)").fetchone()
+            info = {r[0]: (bool(r[1]), bool(r[2])) for r in shop_rows if r[0] in wanted}
+            bound: dict[str, list[dict[str, Any]]] = {}
+            whitelisted: dict[str, bool] = {}
+            for sid, sc, key, rev, wl in bind_rows:
+                if sid in wanted:
+                    bound.setdefault(sid, []).append({"scenario": sc, "appkey": key, "revision": rev})
+                    if sc == Scenario.order_status.value:
+                        whitelisted[sid] = bool(wl)
+            out: dict[str, Any] = {}
+            for sid in ids:
+                try:
+                    if has_faults:
+                        self._fault(db, "get", sid, None)
+                    if sid not in info:
+                        raise PlatformError("isv.shop-not-found", f"shop {sid} does not exist")
+                    bss, perm = info[sid]
+                    if not perm:
+                        raise PlatformError("isv.permission-denied",
+                                            "the account lacks the customer-service-platform permission")
+                    out[sid] = {
+                        "shop_id": sid,
+                        "bindings": sorted(bound.get(sid, []), key=lambda b: b["scenario"]),
+                        "buyer_self_service": bss,
+                        "detail_whitelisted": whitelisted.get(sid, False),
+                    }
+                except PlatformError as e:
+                    if strict:
+                        raise
+                    out[sid] = e
+            return out
+
+    def bind(self, shop: str, scenario: str, appkey: str, expected: str | None) -> dict[str, Any]:
+        """``erp.binding.bind``: bind or replace, if the current appkey is ``expected``."""
+        sc = self._scenario(scenario)
+        with self._tx() as db:
+            self._fault(db, "bind", shop, sc.value)
+            self._shop(db, shop)
+            self._app(db, appkey, sc)
+            current, rev = self._current(db, shop, sc)
+            if current != expected:
+                raise PlatformError("isv.binding-conflict",
+                                    f"{sc.value} is {_show(current)}, not the expected {_show(expected)}")
+            db.execute(
+                "INSERT INTO bindings VALUES (?, ?, ?, ?) ON CONFLICT (shop_id, scenario)"
+                " DO UPDATE SET appkey = excluded.appkey, revision = excluded.revision",
+                (shop, sc.value, appkey, rev + 1),
+            )
+            return {"scenario": sc.value, "appkey": appkey, "revision": rev + 1}
+
+    def unbind(self, shop: str, scenario: str, expected: str | None) -> dict[str, Any]:
+        """``erp.binding.unbind``, if the current appkey is ``expected``."""
+        sc = self._scenario(scenario)
+        with self._tx() as db:
+            self._fault(db, "unbind", shop, sc.value)
+            self._shop(db, shop)
+            current, rev = self._current(db, shop, sc)
+            if current != expected:
+                raise PlatformError("isv.binding-conflict",
+                                    f"{sc.value} is {_show(current)}, not the expected {_show(expected)}")
+            db.execute("UPDATE bindings SET appkey = NULL, revision = ? WHERE shop_id = ? AND scenario = ?",
+                       (rev + 1, shop, sc.value))
+            return {"scenario": sc.value, "revision": rev + 1}
+
+    def set_self_service(self, shop: str, enabled: bool, expected: bool | None) -> dict[str, Any]:
+        """``erp.selfservice.set``: buyer self-service address change (自助核单)."""
+        with self._tx() as db:
+            self._fault(db, "selfservice", shop, Scenario.modify_address.value)
+            current, _ = self._shop(db, shop)
+            if expected is not None and current != expected:
+                raise PlatformError("isv.binding-conflict",
+                                    f"buyer_self_service is {str(current).lower()}, not the expected {str(expected).lower()}")
+            db.execute("UPDATE shops SET buyer_self_service = ? WHERE shop_id = ?", (int(enabled), shop))
+            return {"buyer_self_service": enabled}
+
+    def check_app(self, appkey: str, scenario: str) -> dict[str, Any]:
+        """``erp.app.check``: does the ERP exist, has it integrated the scenario."""
+        sc = self._scenario(scenario)
+        with self._tx() as db:
+            self._fault(db, "check", None, sc.value)
+            if appkey == VIRTUAL_APPKEY:
+                ok = sc is Scenario.modify_address
+                return {"exists": True, "integrated": ok, "name": "菜鸟仓 (virtualAppKey)",
+                        "detail_whitelisted": False, "syncs_order_status": False}
+            row = db.execute("SELECT name, scenarios, detail_whitelisted, syncs_order_status FROM apps WHERE appkey = ?",
+                             (appkey,)).fetchone()
+            if row is None:
+                return {"exists": False, "integrated": False, "name": None, "detail_whitelisted": False,
+                        "syncs_order_status": False}
+            return {"exists": True, "integrated": sc.value in row[1].split(","), "name": row[0],
+                    "detail_whitelisted": bool(row[2]), "syncs_order_status": bool(row[3])}
+
+    @staticmethod
+    def _current(db: sqlite3.Connection, shop: str, sc: Scenario) -> tuple[str | None, int]:
+        row = db.execute("SELECT appkey, revision FROM bindings WHERE shop_id = ? AND scenario = ?",
+                         (shop, sc.value)).fetchone()
+        return (str(row[0]) if row[0] is not None else None, int(row[1])) if row else (None, 0)
+
+
+def _show(appkey: str | None) -> str:
+    return "unbound" if appkey is None else appkey

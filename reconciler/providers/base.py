@@ -1,0 +1,160 @@
+"""The provider interface: how the core reads and writes a platform.
+
+Template method (after octoDNS ``BaseProvider``): the public methods here guard, log and
+retry; a provider implements only the ``_``-prefixed reads and writes.
+
+The contract a provider implements:
+
+* ``_read(shop_ids)`` returns, for every id asked, a ``ShopState`` or the ``ProviderError``
+  that prevented reading that shop. One shop's failure never fails the others.
+* ``_list_shops()`` returns every shop id the provider can reach.
+* ``_check_app(appkey, scenario)`` answers ``erp.app.check``.
+* ``_bind``, ``_unbind``, ``_set_self_service`` are compare-and-set writes: they change
+  nothing and raise ``ConflictError`` when the current value is not the expected one.
+* Errors are ``ProviderError`` with ``retryable`` (and ``delay`` for rate-limit bans) set
+  by the provider; the retry loop here honours them, bounded by ``RetryPolicy``.
+* No message, log line or exception may contain a secret.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from ..errors import ConflictError, ProviderError
+from ..model import AppCheck, Binding, Scenario, ShopState
+
+log = logging.getLogger("reconciler.provider")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    retries: int = 4
+    backoff_s: float = 0.5
+    max_backoff_s: float = 30.0
+
+    def delay(self, attempt: int, error: ProviderError) -> float:
+        if error.delay is not None:
+            return error.delay
+        base: float = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
+        return base * (0.5 + random.random() / 2)  # "equal jitter"
+
+
+def platform_error(code: int | None, sub_code: str | None, msg: str, *, ban_seconds: float | None = None) -> ProviderError:
+    """A platform refusal (TOP code/sub_code) as our error type, retryable or not (DOMAIN.md)."""
+    sub = sub_code or ""
+    text = f"{sub or f'code {code}'}: {msg}"
+    if sub == "isv.binding-conflict":
+        return ConflictError(text, code=code, sub_code=sub)
+    if code == 7:
+        return ProviderError(text, code=code, sub_code=sub, retryable=True, delay=ban_seconds)
+    retryable = sub.startswith("isp.") or (code in (10, 15) and not sub.startswith("isv."))
+    return ProviderError(text, code=code, sub_code=sub, retryable=retryable)
+
+
+class Provider(ABC):
+    """A platform the reconciler reads and writes. See the module doc for the contract."""
+
+    name = "provider"
+
+    def __init__(self, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.retried = 0
+
+    def call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one platform call, retrying what the error says may be retried."""
+        attempt = 0
+        while True:
+            try:
+                return fn()
+            except ProviderError as e:
+                if not e.retryable or attempt >= self.retry.retries:
+                    raise
+                wait = self.retry.delay(attempt, e)
+                attempt += 1
+                self.retried += 1
+                log.info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.retry.retries, wait)
+                self._sleep(wait)
+
+    # ------------------------------------------------------------------ public, guarded
+
+    def read(self, shop_ids: Sequence[str]) -> dict[str, ShopState | ProviderError]:
+        ids = sorted(set(shop_ids))
+        out = self._read(ids)
+        missing = [s for s in ids if s not in out]
+        if missing:
+            raise ProviderError(f"{self.name}: no answer for shops {', '.join(missing[:5])}")
+        return out
+
+    def list_shops(self) -> list[str]:
+        return sorted(self.call("list shops", self._list_shops))
+
+    def check_apps(self, pairs: Iterable[tuple[str, Scenario]]) -> dict[tuple[str, Scenario], AppCheck | ProviderError]:
+        out: dict[tuple[str, Scenario], AppCheck | ProviderError] = {}
+        for appkey, scenario in sorted(set(pairs)):
+            def check(a: str = appkey, s: Scenario = scenario) -> AppCheck:
+                return self._check_app(a, s)
+            try:
+                out[(appkey, scenario)] = self.call(f"check {appkey}/{scenario}", check)
+            except ProviderError as e:
+                out[(appkey, scenario)] = e
+        return out
+
+    def bind(self, shop: str, scenario: Scenario, appkey: str, *, expected: str | None) -> Binding:
+        log.debug("bind %s/%s %s (expected %s)", shop, scenario, appkey, expected)
+        return self.call(f"bind {shop}/{scenario}", lambda: self._bind(shop, scenario, appkey, expected))
+
+    def unbind(self, shop: str, scenario: Scenario, *, expected: str) -> None:
+        log.debug("unbind %s/%s (expected %s)", shop, scenario, expected)
+        self.call(f"unbind {shop}/{scenario}", lambda: self._unbind(shop, scenario, expected))
+
+    def set_self_service(self, shop: str, enabled: bool, *, expected: bool) -> None:
+        log.debug("self-service %s -> %s", shop, enabled)
+        self.call(f"self-service {shop}", lambda: self._set_self_service(shop, enabled, expected))
+
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
+        """Release connections; the default holds none."""
+
+    # ------------------------------------------------------------------ what a provider writes
+
+    @abstractmethod
+    def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]: ...
+
+    @abstractmethod
+    def _list_shops(self) -> list[str]: ...
+
+    @abstractmethod
+    def _check_app(self, appkey: str, scenario: Scenario) -> AppCheck: ...
+
+    @abstractmethod
+    def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding: ...
+
+    @abstractmethod
+    def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None: ...
+
+    @abstractmethod
+    def _set_self_service(self, shop: str, enabled: bool, expected: bool) -> None: ...
+
+
+def state_from_body(body: dict[str, object]) -> ShopState:
+    """A ``ShopState`` from an ``erp.binding.get`` response body (both providers use this)."""
+    raw = body.get("bindings") or []
+    assert isinstance(raw, list)
+    bindings: dict[Scenario, Binding] = {}
+    for b in raw:
+        if isinstance(b, dict) and b.get("appkey"):
+            sc = Scenario(str(b["scenario"]))
+            bindings[sc] = Binding(scenario=sc, appkey=str(b["appkey"]), revision=int(b.get("revision") or 0))
+    return ShopState(
+        shop_id=str(body.get("shop_id")),
+        bindings=bindings,
+        buyer_self_service=bool(body.get("buyer_self_service")),
+        detail_whitelisted=bool(body.get("detail_whitelisted")),
+    )

@@ -1,0 +1,89 @@
+"""The embedded provider: the sandbox platform in-process, no network.
+
+Reads all shops in one query (the sandbox is local), so planning thousands of shops costs
+milliseconds; writes go through the same compare-and-set methods the HTTP server serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from ..errors import ProviderError
+from ..model import AppCheck, Binding, Scenario, ShopState
+from ..platform import PlatformError, SandboxPlatform
+from .base import Provider, RetryPolicy, platform_error, state_from_body
+
+
+def _wrap(e: PlatformError) -> ProviderError:
+    return platform_error(e.code, e.sub_code, e.msg, ban_seconds=e.ban_seconds)
+
+
+class SandboxProvider(Provider):
+    name = "sandbox"
+
+    def __init__(self, platform: SandboxPlatform, *, retry: RetryPolicy | None = None,
+                 sleep: Callable[[float], None] | None = None) -> None:
+        super().__init__(retry=retry, **({"sleep": sleep} if sleep else {}))
+        self.platform = platform
+
+    @property
+    def path(self) -> Path:
+        return self.platform.path
+
+    def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
+        raw = self.platform.get_many(shop_ids)
+        out: dict[str, ShopState | ProviderError] = {}
+        for sid, body in raw.items():
+            if isinstance(body, PlatformError):
+                err = _wrap(body)
+                if err.retryable:
+                    def again(s: str = sid) -> ShopState:
+                        return self._read_one(s)
+                    try:
+                        out[sid] = self.call(f"read {sid}", again)
+                    except ProviderError as e:
+                        out[sid] = e
+                else:
+                    out[sid] = err
+            else:
+                out[sid] = state_from_body(body)
+        return out
+
+    def _read_one(self, shop: str) -> ShopState:
+        try:
+            return state_from_body(self.platform.get(shop))
+        except PlatformError as e:
+            raise _wrap(e) from None
+
+    def _list_shops(self) -> list[str]:
+        return self.platform.list_shops()
+
+    def _check_app(self, appkey: str, scenario: Scenario) -> AppCheck:
+        try:
+            body = self.platform.check_app(appkey, scenario.value)
+        except PlatformError as e:
+            raise _wrap(e) from None
+        return AppCheck(appkey=appkey, scenario=scenario, **body)
+
+    def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
+        try:
+            body = self.platform.bind(shop, scenario.value, appkey, expected)
+        except PlatformError as e:
+            raise _wrap(e) from None
+        return Binding(scenario=scenario, appkey=appkey, revision=int(body["revision"]))
+
+    def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None:
+        try:
+            self.platform.unbind(shop, scenario.value, expected)
+        except PlatformError as e:
+            raise _wrap(e) from None
+
+    def _set_self_service(self, shop: str, enabled: bool, expected: bool) -> None:
+        try:
+            self.platform.set_self_service(shop, enabled, expected)
+        except PlatformError as e:
+            raise _wrap(e) from None
+
+    def close(self) -> None:
+        self.platform.close()

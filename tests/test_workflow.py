@@ -1,0 +1,55 @@
+"""End to end on the embedded sandbox: plan, apply, plan again; rotation; exit codes."""
+
+from __future__ import annotations
+
+import json
+
+from conftest import Agency
+
+SHOPS = """\
+shops:
+  - id: "100001"
+    name: 一号店
+    erp: jushuitan
+    scenarios:
+      intercept_shipment: {}
+      modify_address: {buyer_self_service: true}
+      order_status: {}
+  - id: "100002"
+    erp: wangdiantong
+    scenarios:
+      intercept_shipment: {}
+"""
+
+
+def test_first_plan_apply_then_plan_is_empty(agency: Agency) -> None:
+    agency.shops(SHOPS)
+    agency.world({"100001": {"name": "一号店"}, "100002": {"bindings": {"intercept_shipment": "12345679"}}})
+    r = agency.run("plan", "--detailed-exitcode")
+    assert r.exit_code == 2, r.output
+    assert "+ intercept_shipment  bind    unbound → jushuitan (21345678)" in r.stdout
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 0, r.output
+    assert agency.bindings("100001") == {"intercept_shipment": "21345678", "modify_address": "21345678",
+                                         "order_status": "21345678"}
+    assert agency.self_service("100001") is True
+    r = agency.run("plan", "--detailed-exitcode", "--format", "json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["changes"] == []
+
+
+def test_changing_erp_rotates_every_scenario(agency: Agency) -> None:
+    agency.shops(SHOPS)
+    agency.world({"100001": {}, "100002": {}})
+    assert agency.run("apply", "--auto-approve").exit_code == 0
+    agency.shops(SHOPS.replace("erp: jushuitan", "erp: inhouse"))
+    r = agency.run("plan", "--format", "json")
+    data = json.loads(r.stdout)
+    assert [(c["shop"], c["scenario"], c["action"], c["before"], c["after"]) for c in data["changes"]] == [
+        ("100001", s, "rotate", {"appkey": "21345678"}, {"appkey": "31415926"})
+        for s in ("intercept_shipment", "modify_address", "order_status")
+    ]
+    assert data["summary"] == {"bind": 0, "rotate": 3, "unbind": 0, "update": 0}
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 0, r.output
+    assert set(agency.bindings("100001").values()) == {"31415926"}
