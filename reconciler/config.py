@@ -5,12 +5,18 @@ file strictly with the spec models; then checks what spans files (unknown ERP na
 duplicate shop ids, virtualAppKey placement) and resolves every managed scenario to an
 appkey. Every problem is collected with ``file:line:column`` and key path, and raised
 together as one ``ConfigError``; warnings are returned with the config.
+
+One run reports everything it can: a file with an invalid shop still has its valid shops
+checked against the rest (unknown ERPs, duplicate ids), and an ``erps.yaml`` with an
+invalid entry still serves its valid ones; a reference to the invalid entry is not
+reported a second time.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,6 +28,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import ConfigError, Issue
 from .model import (
     SCENARIOS,
+    SHOP_ID_RE,
     VIRTUAL_APPKEY,
     DesiredBinding,
     DesiredShop,
@@ -32,9 +39,10 @@ from .model import (
     ShopsFile,
     ShopSpec,
     Source,
+    TopSettings,
     appkey_problem,
 )
-from .yamlio import Document, PathT, load, path_str, paused_gc
+from .yamlio import Document, PathT, load, path_str, paused_gc, read_as
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -70,80 +78,83 @@ class Config:
 # --------------------------------------------------------------------------- pydantic errors → issues
 
 
-def _unwrap(tp: Any) -> Any:
-    """The model (or container) type inside Optional/Annotated/Union."""
-    origin = typing.get_origin(tp)
-    if origin is typing.Annotated:
-        return _unwrap(typing.get_args(tp)[0])
-    if origin in (typing.Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            if arg is not type(None):
-                u = _unwrap(arg)
-                if isinstance(u, type) and issubclass(u, BaseModel):
-                    return u
-        return tp
-    return tp
-
-
-def _model_at(root: type[BaseModel], loc: tuple[Any, ...], data: Any) -> type[BaseModel] | None:
-    """The spec model that validates the mapping at ``loc`` (for 'did you mean')."""
-    tp: Any = root
-    for part in loc:
-        tp = _unwrap(tp)
-        if isinstance(tp, type) and issubclass(tp, BaseModel):
-            f = tp.model_fields.get(str(part))
-            if f is None:
-                # a discriminated union member name: pick that member
-                continue
-            tp = f.annotation
-            continue
+def _strip(tp: Any) -> Any:
+    """``T`` from ``Annotated[T, ...]`` and ``T | None``."""
+    while True:
         origin = typing.get_origin(tp)
-        if origin in (list, dict):
-            tp = typing.get_args(tp)[-1]
-            continue
-        if origin in (typing.Union, types.UnionType):
-            members = [a for a in typing.get_args(tp) if isinstance(a, type) and issubclass(a, BaseModel)]
-            match = [m for m in members if getattr(m.model_fields.get("kind"), "default", None) == part]
-            tp = match[0] if match else tp
-            continue
-        return None
-    tp = _unwrap(tp)
-    if typing.get_origin(tp) is typing.Annotated:
-        tp = typing.get_args(tp)[0]
+        if origin is typing.Annotated:
+            tp = typing.get_args(tp)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return tp
+            tp = args[0]
+        else:
+            return tp
+
+
+def _kinds(model: type[BaseModel]) -> tuple[Any, ...]:
+    f = model.model_fields.get("kind")
+    return typing.get_args(_strip(f.annotation)) if f is not None else ()
+
+
+def _as_model(tp: Any, data: Any) -> type[BaseModel] | None:
+    """The model that validates ``data`` when the declared type is ``tp``; a union of
+    models (``provider``) is resolved by the data's ``kind``."""
+    tp = _strip(tp)
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        # discriminated union at the end (provider): pick by the data's kind
         kind = data.get("kind") if isinstance(data, dict) else None
         for m in typing.get_args(tp):
-            if isinstance(m, type) and issubclass(m, BaseModel) and getattr(m.model_fields.get("kind"), "default", None) == kind:
+            if isinstance(m, type) and issubclass(m, BaseModel) and kind in _kinds(m):
                 return m
         return None
     return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> tuple[PathT, list[Any]]:
-    """Follow ``loc`` through the data: the path in the file, and the loc for the model walk.
+def _model_at(root: type[BaseModel], path: PathT, data: Any) -> type[BaseModel] | None:
+    """The spec model of the mapping at ``path`` of the file's ``data`` (for 'did you mean')."""
+    tp: Any = root
+    cur = data
+    for part in path:
+        model = _as_model(tp, cur)
+        if model is not None:
+            f = model.model_fields.get(str(part))
+            if f is None:
+                return None
+            tp = f.annotation
+        else:
+            inner = _strip(tp)
+            if typing.get_origin(inner) not in (list, dict):
+                return None
+            tp = typing.get_args(inner)[-1]
+        cur = _step(cur, part)
+    return _as_model(tp, cur)
+
+
+def _step(cur: Any, part: str | int) -> Any:
+    if isinstance(cur, dict):
+        return cur.get(part)
+    if isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
+        return cur[part]
+    return None
+
+
+def _data_path(data: Any, loc: tuple[Any, ...]) -> PathT:
+    """Follow ``loc`` through the data: the path in the file.
 
     pydantic adds parts that are not in the file: ``[key]`` for dict keys and the tag of a
     discriminated union member (``provider.top.url``); those are dropped from the path.
     """
     path: list[str | int] = []
-    kept: list[Any] = []
     cur: Any = data
     for part in loc:
         if part == "[key]":
             continue
         if isinstance(cur, dict) and part not in cur and cur.get("kind") == part:
-            kept.append(part)
             continue
         path.append(part)
-        kept.append(part)
-        if isinstance(cur, dict):
-            cur = cur.get(part)
-        elif isinstance(cur, list) and isinstance(part, int) and 0 <= part < len(cur):
-            cur = cur[part]
-        else:
-            cur = None
-    return tuple(path), kept
+        cur = _step(cur, part)
+    return tuple(path)
 
 
 def _what(value: Any) -> str:
@@ -157,56 +168,73 @@ def _what(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    return f"{type(value).__name__} {value!r}"
+    if isinstance(value, str):
+        return f"the string {value!r}"
+    return f"the {type(value).__name__} {value}"
 
 
 _APPKEYISH = {"appkey", "id", "app_key"}
+_SECRET_KEYS = {"app_secret", "secret", "session", "sessions"}
+_BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
+           "greater_than": ("greater than", "gt"), "less_than": ("less than", "lt")}
 
 
-def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None) -> tuple[str, bool]:
-    """A user's message for one pydantic error; bool: point at the key rather than the value."""
+def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None) -> tuple[PathT, str, bool]:
+    """A user's message for one pydantic error: (path, message, point at the key rather than the value)."""
     kind = err["type"]
     value = err.get("input")
     last = path[-1] if path else ""
     if kind == "extra_forbidden":
         key = str(last)
         if key == "buyer_self_service":
-            return "buyer_self_service applies to modify_address only", True
+            return path, "buyer_self_service applies to modify_address only", True
         if key == "erp_detail_button":
-            return "erp_detail_button applies to order_status only", True
+            return path, "erp_detail_button applies to order_status only", True
+        if key in _SECRET_KEYS and model is TopSettings:
+            return path, (f"unknown key {key!r}: secrets never go in the configuration; name the environment variable"
+                          " (app_secret_env, sessions_env) or the file (app_secret_file, sessions_file) that holds them"), True
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of: {', '.join(allowed)}" if allowed else "")
-        return f"unknown key {key!r}{hint}", True
+        return path, f"unknown key {key!r}{hint}", True
     if kind == "missing":
-        return f"missing required key {str(err['loc'][-1])!r}", False
+        return path, f"missing required key {str(err['loc'][-1])!r}", False
     if kind == "string_type":
         raw = doc.marks.raw.get(path)
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            shown = raw if raw is not None else str(value)
-            digits = "of digits " if last in _APPKEYISH else ""
-            note = f"YAML read {shown} as the number {value}" if raw is not None and raw != str(value) else f"YAML read {shown} as a number"
-            return f"must be a quoted string {digits}({note}); write \"{shown}\"", False
-        return f"expected a string, got {_what(value)}", False
+        if raw is not None and not isinstance(value, (dict, list)):
+            digits = "of digits " if last in _APPKEYISH and isinstance(value, int) and not isinstance(value, bool) else ""
+            return path, f"must be a quoted string {digits}({read_as(raw, value)}); write \"{raw}\"", False
+        return path, f"expected a string, got {_what(value)}", False
     if kind == "string_pattern_mismatch":
-        return f"must be a string of digits, got {value!r}", False
+        return path, f"must be a string of digits, got {value!r}", False
     if kind == "bool_type":
-        return f"expected true or false, got {_what(value)}", False
+        return path, f"expected true or false, got {_what(value)}", False
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return path, f"expected a whole number, got {_what(value)}", False
+    if kind in ("float_type", "float_parsing"):
+        return path, f"expected a number, got {_what(value)}", False
+    if kind in _BOUNDS:
+        words, ctx_key = _BOUNDS[kind]
+        return path, f"must be {words} {err['ctx'][ctx_key]}, got {value}", False
     if kind in ("dict_type", "model_type", "model_attributes_type"):
-        return f"expected a mapping, got {_what(value)}", False
+        return path, f"expected a mapping, got {_what(value)}", False
     if kind == "list_type":
-        return f"expected a list, got {_what(value)}", False
+        return path, f"expected a list, got {_what(value)}", False
     if kind == "enum":
-        return f"expected one of {err['ctx']['expected']}, got {value!r}", False
+        return path, f"expected one of {err['ctx']['expected']}, got {_what(value)}", False
     if kind == "literal_error":
-        return f"expected {err['ctx']['expected']}, got {value!r}", False
+        return path, f"expected {err['ctx']['expected']}, got {_what(value)}", False
     if kind == "union_tag_invalid":
-        return f"unknown kind {err['ctx'].get('tag')!r}; expected {err['ctx'].get('expected_tags')}", False
+        tags = re.findall(r"'([^']*)'", str(err["ctx"].get("expected_tags", "")))
+        tag = str(err["ctx"].get("tag"))
+        close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(tags)}"
+        return (*path, "kind"), f"unknown kind {tag!r}{hint}", False
     if kind == "union_tag_not_found":
-        return "missing required key 'kind'", False
+        return path, "missing required key 'kind'", False
     if kind == "value_error":
-        return str(err["ctx"]["error"]), False
-    return str(err["msg"]), False
+        return path, str(err["ctx"]["error"]), False
+    return path, str(err["msg"]), False
 
 
 def _validate(doc: Document, model: type[M], issues: list[Issue]) -> M | None:
@@ -214,27 +242,31 @@ def _validate(doc: Document, model: type[M], issues: list[Issue]) -> M | None:
         return model.model_validate(doc.data)
     except ValidationError as e:
         for err in e.errors():
-            path, kept = _data_path(doc.data, tuple(err["loc"]))
-            parent_loc = tuple(kept[:-1]) if err["type"] == "extra_forbidden" else tuple(kept)
-            parent = doc.data
-            for p in path[:-1] if err["type"] == "extra_forbidden" else path:
-                if isinstance(parent, dict):
-                    parent = parent.get(p)
-                elif isinstance(parent, list) and isinstance(p, int) and 0 <= p < len(parent):
-                    parent = parent[p]
-                else:
-                    parent = None
-            target = _model_at(model, parent_loc, parent)
-            msg, on_key = _message(err, doc, path, target)
+            path = _data_path(doc.data, tuple(err["loc"]))
+            if any(path[:len(b)] == b for b in doc.marks.bad):
+                continue  # the value could not be built: reported already
+            if err["type"] == "extra_forbidden" and path in doc.marks.typed_keys:
+                continue  # "a key must be a quoted string" says it already
+            target = _model_at(model, path[:-1], doc.data) if err["type"] == "extra_forbidden" else None
+            path, msg, on_key = _message(err, doc, path, target)
             line, col = doc.marks.at(path, key=on_key)
             issues.append(Issue(doc.file, line, col, path_str(path), msg))
+        return None
+
+
+def _quiet(model: type[M], data: Any) -> M | None:
+    """``data`` validated, or None (its errors were reported by the whole file's validation)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError:
         return None
 
 
 def _validate_file(doc: Document, model: type[M], expect_key: str | None, issues: list[Issue]) -> M | None:
     if not isinstance(doc.data, dict):
         want = f"a mapping with the key {expect_key!r}" if expect_key else "a mapping"
-        issues.append(Issue(doc.file, 1, 1, "", f"expected {want}, got {_what(doc.data)}"))
+        got = "an empty file" if doc.data is None and not doc.marks.values else _what(doc.data)
+        issues.append(Issue(doc.file, 1, 1, "", f"expected {want}, got {got}"))
         return None
     return _validate(doc, model, issues)
 
@@ -247,10 +279,10 @@ def _display(config_dir: str, rel: str) -> str:
 
 
 def _load_file(path: Path, display: str, issues: list[Issue]) -> Document | None:
+    """The file's document, or None when it cannot be read or parsed at all. A document with
+    issues in some values (duplicate keys, tags) is returned: the rest of it is still checked."""
     doc, found = load(path, display)
     issues.extend(found)
-    if doc is not None and any(i.file == display and i.severity == "error" for i in found):
-        return None
     return doc
 
 
@@ -266,12 +298,18 @@ def load_settings(config_dir: str | os.PathLike[str]) -> tuple[Settings, str | N
     root = Path(config_dir)
     shown = str(config_dir)
     if not root.is_dir():
-        raise ConfigError([Issue(shown, 0, 0, "", "config directory does not exist")])
+        raise ConfigError([_no_dir(root, shown)])
     issues: list[Issue] = []
     settings = _read_settings(root, shown, issues)
     if any(i.severity == "error" for i in issues) or settings is None:
         raise ConfigError(issues)
     return settings, (_display(shown, SETTINGS_FILE) if (root / SETTINGS_FILE).exists() else None)
+
+
+def _no_dir(root: Path, shown: str) -> Issue:
+    if root.exists():
+        return Issue(shown, 0, 0, "", "is not a directory; the config directory holds erps.yaml and shops/")
+    return Issue(shown, 0, 0, "", "config directory does not exist (set -C/--config-dir or RECONCILER_CONFIG_DIR)")
 
 
 def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | None:
@@ -294,18 +332,17 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
     """
     root = Path(config_dir)
     shown = str(config_dir)
-    if not root.exists():
-        raise ConfigError([Issue(shown, 0, 0, "", "config directory does not exist (set -C/--config-dir or RECONCILER_CONFIG_DIR)")])
     if not root.is_dir():
-        raise ConfigError([Issue(shown, 0, 0, "", "is not a directory")])
+        raise ConfigError([_no_dir(root, shown)])
     issues: list[Issue] = []
     with paused_gc():
         settings = _read_settings(root, shown, issues)
-        erps = _read_erps(root, shown, issues)
-        desired = _read_shops(root, shown, erps, issues)
+        catalog = _read_erps(root, shown, issues)
+        desired = _read_shops(root, shown, catalog, issues)
     if any(i.severity == "error" for i in issues):
         raise ConfigError(issues)
-    assert settings is not None and erps is not None
+    assert settings is not None and catalog is not None
+    erps = catalog.specs
     if shops is not None:
         unknown = sorted(shops - {s.id for s in desired})
         if unknown:
@@ -335,7 +372,16 @@ def _check_appkey(issues: list[Issue], doc: Document, path: PathT, appkey: str, 
         _warn(issues, doc.file, mark, path, f"appkey {appkey!r} has {len(appkey)} digits; ERP appkeys are usually 8")
 
 
-def _read_erps(root: Path, shown: str, issues: list[Issue]) -> dict[str, ErpSpec] | None:
+@dataclass(frozen=True)
+class _Catalog:
+    """The valid ERPs of ``erps.yaml``, and the names declared there with invalid entries
+    (their errors are reported once, in erps.yaml, not again at every reference)."""
+
+    specs: dict[str, ErpSpec]
+    broken: frozenset[str] = frozenset()
+
+
+def _read_erps(root: Path, shown: str, issues: list[Issue]) -> _Catalog | None:
     p = root / ERPS_FILE
     display = _display(shown, ERPS_FILE)
     if not p.exists():
@@ -345,14 +391,32 @@ def _read_erps(root: Path, shown: str, issues: list[Issue]) -> dict[str, ErpSpec
     if doc is None:
         return None
     parsed = _validate_file(doc, ErpsFile, "erps", issues)
-    if parsed is None:
-        return None
-    for name, spec in parsed.erps.items():
+    if parsed is not None:
+        specs = dict(parsed.erps)
+        broken: set[str] = set()
+    else:
+        # Keep checking the shops against the entries that are valid.
+        raw = doc.data.get("erps") if isinstance(doc.data, dict) else None
+        if not isinstance(raw, dict):
+            return None
+        specs = {}
+        for name, entry in raw.items():
+            spec = _quiet(ErpSpec, entry)
+            if spec is not None and not _has_bad(doc, ("erps", name)):
+                specs[name] = spec
+        broken = set(raw) - set(specs)
+    for name, spec in specs.items():
         _check_appkey(issues, doc, ("erps", name, "appkey"), spec.appkey, None)
-    return dict(parsed.erps)
+    return _Catalog(specs, frozenset(broken))
 
 
-def _read_shops(root: Path, shown: str, erps: dict[str, ErpSpec] | None, issues: list[Issue]) -> list[DesiredShop]:
+def _has_bad(doc: Document, base: PathT) -> bool:
+    """Whether a value under ``base`` could not be built (a refused tag): skip its checks."""
+    n = len(base)
+    return any(p[:n] == base for p in doc.marks.bad)
+
+
+def _read_shops(root: Path, shown: str, erps: _Catalog | None, issues: list[Issue]) -> list[DesiredShop]:
     files = shop_files(root)
     if not (root / SHOPS_DIR).is_dir():
         issues.append(Issue(_display(shown, SHOPS_DIR), 0, 0, "", "no shops/ directory: no shop is managed", severity="warning"))
@@ -364,16 +428,27 @@ def _read_shops(root: Path, shown: str, erps: dict[str, ErpSpec] | None, issues:
         if doc is None:
             continue
         parsed = _validate_file(doc, ShopsFile, "shops", issues)
-        if parsed is None:
-            continue
-        for i, shop in enumerate(parsed.shops):
-            base: PathT = ("shops", i)
-            line = doc.marks.at(base)
-            if shop.id in seen:
-                _err(issues, doc.file, doc.marks.at((*base, "id")), (*base, "id"),
-                     f"duplicate shop id {shop.id!r} (also at {seen[shop.id]})")
+        if parsed is not None:
+            specs: list[ShopSpec | None] = list(parsed.shops)
+        else:
+            # The file's errors are reported; still check its valid shops against the rest
+            # (unknown ERPs, duplicate ids across files), so one run reports everything.
+            raw = doc.data.get("shops") if isinstance(doc.data, dict) else None
+            if not isinstance(raw, list):
                 continue
-            seen[shop.id] = f"{doc.file}:{line[0]}"
+            specs = [_quiet(ShopSpec, item) for item in raw]
+        for i, shop in enumerate(specs):
+            base: PathT = ("shops", i)
+            sid = shop.id if shop is not None else _raw_id(doc, base)
+            if sid is None:
+                continue
+            if sid in seen:
+                _err(issues, doc.file, doc.marks.at((*base, "id")), (*base, "id"),
+                     f"duplicate shop id {sid!r} (also at {seen[sid]})")
+                continue
+            seen[sid] = f"{doc.file}:{doc.marks.at(base)[0]}"
+            if shop is None or _has_bad(doc, base):
+                continue
             resolved = _resolve_shop(doc, base, shop, erps, issues)
             if resolved is not None:
                 out.append(resolved)
@@ -381,18 +456,26 @@ def _read_shops(root: Path, shown: str, erps: dict[str, ErpSpec] | None, issues:
     return out
 
 
-def _erp_ref(issues: list[Issue], doc: Document, path: PathT, name: str, erps: dict[str, ErpSpec] | None) -> ErpSpec | None:
-    if erps is None:
+def _raw_id(doc: Document, base: PathT) -> str | None:
+    """The id of a shop that failed validation, when the id itself is valid."""
+    item = doc.data["shops"][base[1]]
+    sid = item.get("id") if isinstance(item, dict) else None
+    return sid if isinstance(sid, str) and SHOP_ID_RE.match(sid) else None
+
+
+def _erp_ref(issues: list[Issue], doc: Document, path: PathT, name: str, erps: _Catalog | None) -> ErpSpec | None:
+    if erps is None or name in erps.broken:
         return None
-    spec = erps.get(name)
+    spec = erps.specs.get(name)
     if spec is None:
-        close = difflib.get_close_matches(name, sorted(erps), n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; erps.yaml defines: {', '.join(sorted(erps)) or 'none'}"
+        names = sorted(erps.specs | dict.fromkeys(erps.broken))
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; erps.yaml defines: {', '.join(names) or 'none'}"
         _err(issues, doc.file, doc.marks.at(path), path, f"unknown ERP {name!r}{hint}")
     return spec
 
 
-def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: dict[str, ErpSpec] | None, issues: list[Issue]) -> DesiredShop | None:
+def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: _Catalog | None, issues: list[Issue]) -> DesiredShop | None:
     shop_erp = _erp_ref(issues, doc, (*base, "erp"), shop.erp, erps) if shop.erp is not None else None
     bindings: dict[Scenario, DesiredBinding] = {}
     ok = True
@@ -423,10 +506,9 @@ def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: dict[str, Er
                  "no ERP to bind: set erp on the shop or on the scenario, or appkey, or state: unbound")
             ok = False
             continue
-        if appkey is not None and appkey == VIRTUAL_APPKEY and scenario is not Scenario.modify_address:
+        if erp_name is not None and appkey == VIRTUAL_APPKEY and scenario is not Scenario.modify_address:
             _err(issues, doc.file, doc.marks.at(src_path), src_path,
-                 f"virtualAppKey (ERP {erp_name!r}) is only valid for modify_address, not {scenario.value}" if erp_name
-                 else f"virtualAppKey is only valid for modify_address, not {scenario.value}")
+                 f"ERP {erp_name!r} is virtualAppKey (Cainiao warehouses), valid for modify_address only, not {scenario.value}")
             ok = False
         extra: dict[str, Any] = {}
         bss = getattr(spec, "buyer_self_service", None)

@@ -1,9 +1,15 @@
 """YAML → plain values, keeping where every value came from.
 
-PyYAML's constructors silently keep the last of two duplicate keys and expand aliases;
-both are wrong for a configuration language. We compose the node tree (libyaml's C parser
-when present) and build plain dicts/lists ourselves: duplicate keys and aliases become
-issues, and every value's ``line:column`` is kept in ``Marks`` for error messages.
+PyYAML's constructors silently keep the last of two duplicate keys, expand aliases and
+turn unquoted ``01234567`` into a number; all three are wrong for a configuration
+language. We compose the node tree (libyaml's C parser when present) and build plain
+dicts/lists ourselves: duplicate keys, non-string keys and unknown tags become issues,
+every value's ``line:column`` is kept in ``Marks`` for error messages, and the source
+text of every non-string scalar is kept so a message can say what YAML made of it.
+
+Anchors and aliases are refused before composing: a scan of the parser's events (linear
+in the text, no expansion) reports each one where it is written, and the file is not
+built at all, so an alias bomb costs no more than reading it.
 """
 
 from __future__ import annotations
@@ -25,20 +31,28 @@ Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 PathT = tuple[str | int, ...]
 
-_STR = "tag:yaml.org,2002:str"
-_INT = "tag:yaml.org,2002:int"
-_BOOL = "tag:yaml.org,2002:bool"
-_NULL = "tag:yaml.org,2002:null"
+_T = "tag:yaml.org,2002:"
+_STR, _INT, _BOOL, _NULL = _T + "str", _T + "int", _T + "bool", _T + "null"
+_MAP, _SEQ, _MERGE = _T + "map", _T + "seq", _T + "merge"
+# Scalars YAML may resolve by itself besides str/int/bool/null; explicit tags other than
+# these (``!!binary``, ``!!python/…``, ``!custom``) are refused.
+_CONSTRUCTED = {_T + "float", _T + "timestamp"}
+_IMPLICIT = {_INT, _BOOL, _NULL, *_CONSTRUCTED}
 _constructor = SafeConstructor()
+MAX_ALIAS_ISSUES = 20
 
 
 @dataclass
 class Marks:
-    """1-based (line, column) of values and keys by path, plus the source text of numbers."""
+    """1-based (line, column) of values and keys by path, the source text of non-strings, the
+    paths whose value could not be built (reported; built as None) and the keys YAML did not
+    read as strings (reported; kept as their text)."""
 
     values: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     keys: dict[PathT, tuple[int, int]] = field(default_factory=dict)
     raw: dict[PathT, str] = field(default_factory=dict)
+    bad: set[PathT] = field(default_factory=set)
+    typed_keys: set[PathT] = field(default_factory=set)
 
     def at(self, path: PathT, *, key: bool = False) -> tuple[int, int]:
         """The mark of ``path`` or of its nearest ancestor that has one."""
@@ -56,6 +70,8 @@ class Marks:
 
 @dataclass
 class Document:
+    """One file's content. ``data`` is None for an empty file (or one holding only ``null``)."""
+
     file: str
     data: Any
     marks: Marks
@@ -80,8 +96,10 @@ def paused_gc() -> Iterator[None]:
             gc.enable()
 
 
-def _mark(node: yaml.Node) -> tuple[int, int]:
-    return (node.start_mark.line + 1, node.start_mark.column + 1)
+def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:
+    m = node.start_mark
+    assert m is not None
+    return (m.line + 1, m.column + 1)
 
 
 class _Builder:
@@ -89,58 +107,85 @@ class _Builder:
         self.file = file
         self.marks = Marks()
         self.issues: list[Issue] = []
-        self.seen: set[int] = set()
 
     def issue(self, where: tuple[int, int], path: PathT, message: str) -> None:
         self.issues.append(Issue(self.file, where[0], where[1], path_str(path), message))
 
+    def refuse(self, node: yaml.Node, path: PathT, message: str) -> None:
+        self.marks.bad.add(path)
+        self.issue(_mark(node), path, message)
+
     def build(self, node: yaml.Node, path: PathT) -> Any:
-        if id(node) in self.seen:
-            self.issue(_mark(node), path, "YAML aliases (*name) are not allowed; write the value out")
-            return None
-        self.seen.add(id(node))
         self.marks.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
-            tag = node.tag
-            if tag == _STR:
-                return node.value
-            if tag == _NULL:
-                return None
-            if tag == _BOOL:
-                return _constructor.construct_yaml_bool(node)
-            self.marks.raw[path] = node.value
-            if tag == _INT:
-                return _constructor.construct_yaml_int(node)
-            try:
-                return _constructor.construct_object(node, deep=True)
-            except yaml.YAMLError as e:
-                self.issue(_mark(node), path, f"cannot read value: {getattr(e, 'problem', e)}")
-                return None
+            return self._scalar(node, path)
+        if node.tag not in (_MAP, _SEQ):
+            self.refuse(node, path, f"YAML tags ({_tag(node.tag)}) are not allowed; write a plain value")
+            return None
         if isinstance(node, yaml.SequenceNode):
             return [self.build(child, (*path, i)) for i, child in enumerate(node.value)]
         assert isinstance(node, yaml.MappingNode)
-        out: dict[Any, Any] = {}
-        first: dict[Any, yaml.Node] = {}
+        out: dict[str, Any] = {}
+        first: dict[str, yaml.Node] = {}
         for knode, vnode in node.value:
             if not isinstance(knode, yaml.ScalarNode):
                 self.issue(_mark(knode), path, "a key must be a plain value, not a list or mapping")
                 continue
-            if knode.tag == "tag:yaml.org,2002:merge":
+            if knode.tag == _MERGE:
                 self.issue(_mark(knode), path, "YAML merge keys (<<) are not allowed")
                 continue
-            key = knode.value if knode.tag == _STR else self.build(knode, (*path, "<key>"))
+            key = knode.value
+            kp = (*path, key)
             if key in first:
-                kp = (*path, key)
-                self.issue(
-                    _mark(knode), kp,
-                    f"duplicate key {knode.value!r} (first at line {first[key].start_mark.line + 1})",
-                )
+                self.issue(_mark(knode), kp, f"duplicate key {key!r} (first at line {first[key].start_mark.line + 1})")
                 continue
             first[key] = knode
-            kp = (*path, key)
             self.marks.keys[kp] = _mark(knode)
+            if knode.tag != _STR:
+                # Every key of our formats is a name or an id: a string. Keep its text so
+                # the rest of the file is still checked, and say how to write it.
+                typed = self._scalar(knode, kp, keep_raw=False)
+                if knode.tag in _IMPLICIT:
+                    self.marks.typed_keys.add(kp)
+                    self.issue(_mark(knode), kp, f"a key must be a quoted string ({read_as(key, typed)}); write \"{key}\"")
             out[key] = self.build(vnode, kp)
         return out
+
+    def _scalar(self, node: yaml.ScalarNode, path: PathT, *, keep_raw: bool = True) -> Any:
+        tag = node.tag
+        if tag == _STR:
+            return node.value
+        if tag == _NULL:
+            return None
+        if keep_raw:
+            self.marks.raw[path] = node.value
+        if tag == _BOOL:
+            return _constructor.construct_yaml_bool(node)
+        if tag == _INT:
+            return _constructor.construct_yaml_int(node)
+        if tag not in _CONSTRUCTED:
+            self.refuse(node, path, f"YAML tags ({_tag(tag)}) are not allowed; write a plain value")
+            return None
+        try:
+            return _constructor.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as e:
+            self.refuse(node, path, f"cannot read value {node.value!r}: {getattr(e, 'problem', None) or e}")
+            return None
+
+
+def _tag(tag: str) -> str:
+    return "!!" + tag[len(_T):] if tag.startswith(_T) else tag
+
+
+def read_as(raw: str, value: Any) -> str:
+    """``YAML read 01234567 as the number 342391``: what YAML made of an unquoted value."""
+    if value is None:
+        return f"YAML read {raw} as null"
+    if isinstance(value, bool):
+        return f"YAML read {raw} as the boolean {str(value).lower()}"
+    if isinstance(value, (int, float)):
+        return f"YAML read {raw} as the number {value}" if raw != str(value) else f"YAML read {raw} as a number"
+    return f"YAML read {raw} as a {type(value).__name__}"
 
 
 def _decode(raw: bytes, file: str) -> tuple[str | None, list[Issue]]:
@@ -150,25 +195,99 @@ def _decode(raw: bytes, file: str) -> tuple[str | None, list[Issue]]:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
+        start = raw.rfind(b"\n", 0, e.start) + 1
         line = raw.count(b"\n", 0, e.start) + 1
-        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        col = len(raw[start:e.start].decode("utf-8", errors="replace")) + 1  # characters, like YAML marks
         return None, [Issue(file, line, col, "", f"not UTF-8: byte 0x{raw[e.start]:02x} cannot be decoded; save the file as UTF-8")]
     return text, []
 
 
-def _anchor_issues(text: str, file: str) -> list[Issue]:
-    issues = []
+def _syntax_issue(e: yaml.MarkedYAMLError, text: str, file: str) -> Issue:
+    m = e.problem_mark or e.context_mark
+    line, col = (m.line + 1, m.column + 1) if m else (1, 1)
+    what = e.problem or "invalid YAML"
+    c = e.context_mark
+    if m is not None and 0 <= m.index < len(text) and text[m.index] == "\t":
+        what = "a tab character; YAML is indented with spaces"
+    elif e.context and c is not None and (c.line, c.column) != (line - 1, col - 1):
+        what += f" ({e.context} at line {c.line + 1}, column {c.column + 1})"
+    elif e.context:
+        what += f" ({e.context})"
+    return Issue(file, line, col, "", f"YAML syntax error: {what}")
+
+
+class _Frame:
+    __slots__ = ("index", "key", "mapping", "path", "want_key")
+
+    def __init__(self, path: PathT, mapping: bool) -> None:
+        self.path, self.mapping = path, mapping
+        self.index, self.key, self.want_key = 0, "<key>", True
+
+
+def _alias_issues(text: str, file: str) -> list[Issue]:
+    """Every anchor and alias with its own position and key path, from the event stream.
+
+    Nothing is composed, so nothing is expanded. Raises ``yaml.MarkedYAMLError`` on a
+    syntax error (the caller reports it).
+    """
+    issues: list[Issue] = []
+    stack: list[_Frame] = []
+
+    def here() -> PathT:
+        if not stack:
+            return ()
+        top = stack[-1]
+        if not top.mapping:
+            return (*top.path, top.index)
+        return (*top.path, "<key>") if top.want_key else (*top.path, top.key)
+
+    def done(key: str) -> None:
+        if not stack:
+            return
+        top = stack[-1]
+        if not top.mapping:
+            top.index += 1
+        elif top.want_key:
+            top.key, top.want_key = key, False
+        else:
+            top.want_key = True
+
+    def report(event: yaml.Event, path: PathT, message: str) -> None:
+        line, col = _mark(event)
+        issues.append(Issue(file, line, col, path_str(path), message))
+
     for event in yaml.parse(text, Loader=Loader):
-        anchor = getattr(event, "anchor", None)
-        if anchor is not None and not isinstance(event, yaml.AliasEvent):
-            m = event.start_mark
-            assert m is not None
-            issues.append(Issue(file, m.line + 1, m.column + 1, "", f"YAML anchors (&{anchor}) are not allowed; write the value out"))
+        if isinstance(event, yaml.AliasEvent):
+            report(event, here(), f"YAML aliases (*{event.anchor}) are not allowed; write the value out")
+            done("<alias>")
+            continue
+        if not isinstance(event, (yaml.ScalarEvent, yaml.CollectionStartEvent, yaml.CollectionEndEvent)):
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            stack.pop()
+            done("<key>")
+            continue
+        path = here()
+        if event.anchor is not None:
+            report(event, path, f"YAML anchors (&{event.anchor}) are not allowed; write the value out")
+        if isinstance(event, yaml.ScalarEvent):
+            done(str(event.value))
+        else:
+            stack.append(_Frame(path, isinstance(event, yaml.MappingStartEvent)))
+    if len(issues) > MAX_ALIAS_ISSUES:
+        last = issues[-1]  # the summary sorts after the listed ones
+        more = len(issues) - MAX_ALIAS_ISSUES
+        issues = [*issues[:MAX_ALIAS_ISSUES],
+                  Issue(file, last.line, last.column, "", f"… and {more} more anchor(s) or alias(es) up to here")]
     return issues
 
 
 def load(path: Path, file: str) -> tuple[Document | None, list[Issue]]:
-    """Read one YAML file. Returns the document, or None and the reasons it cannot be read."""
+    """Read one YAML file. Returns the document, or None and the reasons it cannot be read.
+
+    A document comes back with the issues of the values that could not be built (duplicate
+    keys, non-string keys, tags): the rest of it can still be validated.
+    """
     try:
         raw = path.read_bytes()
     except OSError as e:
@@ -177,20 +296,19 @@ def load(path: Path, file: str) -> tuple[Document | None, list[Issue]]:
     if text is None:
         return None, issues
     try:
+        if "&" in text or "*" in text:
+            issues = _alias_issues(text, file)
+            if issues:
+                return None, issues
         node = yaml.compose(text, Loader=Loader)
     except yaml.MarkedYAMLError as e:
-        m = e.problem_mark or e.context_mark
-        line, col = (m.line + 1, m.column + 1) if m else (1, 1)
-        what = " ".join(x for x in (e.context, e.problem) if x)
-        return None, [Issue(file, line, col, "", f"YAML syntax error: {what}")]
+        return None, [*issues, _syntax_issue(e, text, file)]
     except yaml.YAMLError as e:
-        return None, [Issue(file, 1, 1, "", f"YAML error: {e}")]
+        return None, [*issues, Issue(file, 1, 1, "", f"YAML error: {e}")]
     if node is None:
-        return None, [Issue(file, 1, 1, "", "file is empty")]
+        return Document(file, None, Marks()), []
     builder = _Builder(file)
     data = builder.build(node, ())
-    if "&" in text:
-        builder.issues.extend(_anchor_issues(text, file))
     return Document(file, data, builder.marks), builder.issues
 
 
