@@ -1,0 +1,149 @@
+"""Rate limits on both ends of the TOP protocol: the gateway's per-app limit and the client's.
+
+``TokenBucket`` is the arithmetic (``rate`` tokens a second, at most ``burst`` saved up).
+
+``AppLimit`` is what the sandbox gateway enforces per app key, like the real platform: a
+request over the limit is refused with code 7 and bans the app for whole seconds ("This
+ban will last for N more seconds"); every request during the ban is refused too.
+
+``ClientLimiter`` is what the HTTP provider holds, shared by all its threads. Besides
+pacing requests at the configured QPS, it reacts to a ban the way a well-behaved client
+must: nothing is sent until the ban is over; the requests that were refused go first when
+it ends (so a refused request is not refused again by its own retry losing the race to
+fresh requests); and the rate is halved, then grows back linearly, so a client configured
+above the platform's real limit settles near it instead of hitting the ban every second.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+
+
+class TokenBucket:
+    """Not thread-safe by itself; the limiters below hold a lock around it."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self._at = now
+
+    def refill(self, now: float) -> None:
+        if now > self._at:
+            self.tokens = min(self.burst, self.tokens + (now - self._at) * self.rate)
+        self._at = now
+
+    def take(self, now: float) -> float:
+        """Take a token: 0.0, or (taking nothing) the seconds until one is available."""
+        self.refill(now)
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+class AppLimit:
+    """The gateway's limit for one app: ``admit()`` is None, or the ban's remaining seconds."""
+
+    def __init__(self, qps: float, *, burst: float | None = None, clock: Clock = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._bucket = TokenBucket(qps, burst if burst is not None else max(1.0, qps), clock())
+        self._ban_until = 0.0
+
+    def admit(self) -> int | None:
+        with self._lock:
+            now = self._clock()
+            if now < self._ban_until:
+                return max(1, math.ceil(self._ban_until - now))
+            wait = self._bucket.take(now)
+            if wait == 0.0:
+                return None
+            ban = max(1, math.ceil(wait))
+            self._ban_until = now + ban
+            return ban
+
+
+class ClientLimiter:
+    """A thread-safe client-side limit with ban handling; see the module doc.
+
+    ``acquire()`` blocks until a request may be sent and returns the seconds it waited.
+    ``banned(seconds)`` is called by the thread whose request was refused with code 7; that
+    thread's next ``acquire()`` (its retry) has priority over every thread that was not
+    refused. A priority claim lapses ``grace_s`` after the ban if its thread never returns.
+    """
+
+    def __init__(self, qps: float, *, burst: float | None = None, min_qps: float | None = None,
+                 recovery_s: float = 10.0, grace_s: float = 5.0, clock: Clock = time.monotonic) -> None:
+        self.max_rate = qps
+        self.min_rate = min_qps if min_qps is not None else min(qps, 0.5)
+        self._recovery_s = recovery_s
+        self._grace_s = grace_s
+        self._clock = clock
+        self._cond = threading.Condition(threading.Lock())
+        now = clock()
+        self._bucket = TokenBucket(qps, burst if burst is not None else max(1.0, qps / 10), now)
+        self._ban_until = 0.0
+        self._adjusted = now
+        self._priority: dict[int, float] = {}  # thread id → when its claim lapses
+        self.bans = 0
+        self.waited_s = 0.0
+
+    @property
+    def rate(self) -> float:
+        return self._bucket.rate
+
+    def acquire(self) -> float:
+        me = threading.get_ident()
+        with self._cond:
+            start = self._clock()
+            if me in self._priority:
+                self._priority[me] = math.inf  # here now: the claim holds until served
+            while True:
+                now = self._clock()
+                self._recover(now)
+                for tid, until in list(self._priority.items()):
+                    if until <= now:
+                        del self._priority[tid]
+                if now < self._ban_until:
+                    wait = self._ban_until - now
+                elif me not in self._priority and self._priority:
+                    wait = max(0.001, min(self._priority.values()) - now) if min(self._priority.values()) < math.inf else 1.0
+                else:
+                    wait = self._bucket.take(now)
+                    if wait == 0.0:
+                        if self._priority.pop(me, None) is not None:
+                            self._cond.notify_all()
+                        waited = now - start
+                        self.waited_s += waited
+                        return waited
+                self._cond.wait(wait)
+
+    def banned(self, seconds: float) -> None:
+        """The platform banned the app for ``seconds``; the calling thread's retry goes first."""
+        with self._cond:
+            now = self._clock()
+            if now >= self._ban_until:  # a new ban, not another refusal of the same one
+                self.bans += 1
+                self._bucket.refill(now)
+                self._bucket.rate = max(self.min_rate, self._bucket.rate / 2)
+                self._bucket.tokens = 0.0
+            self._ban_until = max(self._ban_until, now + seconds)
+            self._adjusted = self._ban_until
+            self._priority[threading.get_ident()] = self._ban_until + self._grace_s
+            self._cond.notify_all()
+
+    def _recover(self, now: float) -> None:
+        """Additive increase: back to the configured rate ``recovery_s`` after the last ban."""
+        b = self._bucket
+        if b.rate < self.max_rate and now > self._adjusted:
+            b.refill(now)
+            b.rate = min(self.max_rate, b.rate + self.max_rate * (now - self._adjusted) / self._recovery_s)
+            self._adjusted = now
