@@ -1,0 +1,397 @@
+"""The real platform over HTTP: a TOP-protocol client for the binding methods (PLATFORM-API.md).
+
+Every call is signed (``signing``) with the agency app's secret and carries the shop's
+session key; system parameters go in the query, business parameters in a form body.
+Replies become ``ShopState``/``Binding`` values, refusals become our error types through
+``platform_error`` (retryable or not, with the ban's seconds for rate limits), and the base
+class's ``call`` loop does the retrying. A shared ``ClientLimiter`` keeps the client under
+its QPS and reacts to bans; reads run on a thread pool of ``parallelism``.
+
+Writes over a network are ambiguous: when the connection dies (or the call times out)
+after the request left, the write may or may not have happened. The compare-and-set makes
+a blind retry safe but not conclusive: if the first attempt did land, the retry fails with
+``isv.binding-conflict`` although the binding is exactly what we wanted, and ``apply``
+would then roll the shop's other scenarios back around a rotated one — a shop split
+between two ERPs. So after an ambiguous failure this provider reads the shop: if the write
+took effect it is a success; otherwise the failure stays retryable, and a conflict on a
+later attempt of the same write is checked the same way before it is reported.
+
+Secrets never leave this module in clear: every message is masked (``errors.mask``) with
+the app secret and every session key, exceptions from the HTTP library are not chained
+(their text can hold the request URL), and httpx's own request log lines are masked too.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from .. import signing
+from ..errors import ConfigError, ConflictError, Issue, ProviderError, ReconcilerError, mask
+from ..model import SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
+from ..ratelimit import ClientLimiter
+from .base import Provider, RetryPolicy, platform_error, state_from_body
+
+log = logging.getLogger("reconciler.provider.top")
+
+# Logical operation → the method name the platform answers by default (PLATFORM-API.md).
+DEFAULT_METHODS: dict[str, str] = {
+    "get": "erp.binding.get",
+    "bind": "erp.binding.bind",
+    "unbind": "erp.binding.unbind",
+    "selfservice": "erp.selfservice.set",
+    "check": "erp.app.check",
+}
+# A logger's filters do not apply to its children's records: name every logger that logs.
+_HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
+                 "httpcore.socks")
+_BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
+
+
+class _Ambiguous(ProviderError):
+    """The request may have reached the platform, but no answer came back."""
+
+
+class _MaskLog(logging.Filter):
+    """Masks secrets in the records of the HTTP libraries (httpx logs every request URL)."""
+
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        self.secrets = secrets
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = mask(record.getMessage(), self.secrets, limit=2000)
+        record.args = None
+        return True
+
+
+def response_key(method: str) -> str:
+    key = method.replace(".", "_")
+    return (key[len("taobao_"):] if key.startswith("taobao_") else key) + "_response"
+
+
+class TopProvider(Provider):
+    """The TOP-protocol HTTP provider. Build it with ``from_settings``."""
+
+    name = "top"
+
+    def __init__(self, *, url: str, app_key: str, secret: str, sessions: Mapping[str, str],
+                 sessions_source: str = "the session keys", sign_method: str = "hmac-sha256", qps: float = 20.0,
+                 timeout_s: float = 10.0, parallelism: int = 8, methods: Mapping[str, str] | None = None,
+                 retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
+                 clock: Callable[[], datetime] | None = None) -> None:
+        super().__init__(retry=retry, **({"sleep": sleep} if sleep else {}))
+        if sign_method not in signing.SIGN_METHODS:
+            raise ValueError(f"unknown sign_method {sign_method!r}")
+        self.url = url
+        self.app_key = app_key
+        self._secret = secret
+        self._sessions = dict(sessions)
+        self._sessions_source = sessions_source
+        self.sign_method = sign_method
+        self.parallelism = parallelism
+        self.timeout_s = timeout_s
+        self.methods = {**DEFAULT_METHODS, **(methods or {})}
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self.limiter = ClientLimiter(qps)
+        self._secrets = sorted({secret, *self._sessions.values()} - {""}, key=len, reverse=True)
+        self._tls = threading.local()
+        self._stats_lock = threading.Lock()
+        self.sent: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=parallelism + 2, max_keepalive_connections=parallelism + 2),
+            headers={"User-Agent": "reconciler-top"},
+            follow_redirects=False,
+        )
+        self._log_filter = _MaskLog(self._secrets)
+        for name in _HTTP_LOGGERS:
+            logging.getLogger(name).addFilter(self._log_filter)
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_settings(cls, settings: TopSettings, *, config_dir: Path, retry: RetryPolicy) -> TopProvider:
+        """The provider the settings describe; the secret and session keys are read here."""
+        bad = sorted(set(settings.methods) - set(DEFAULT_METHODS) - set(DEFAULT_METHODS.values()))
+        if bad:
+            raise ConfigError([Issue("reconciler.yaml", 0, 0, f"provider.methods.{b}",
+                                     f"unknown method {b!r}; rename one of: {', '.join(DEFAULT_METHODS.values())}")
+                               for b in bad])
+        by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
+        methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
+        if not settings.url.startswith(("http://", "https://")):
+            raise ConfigError([Issue("reconciler.yaml", 0, 0, "provider.url",
+                                     f"must be an http:// or https:// URL, not {settings.url!r}")])
+        secret = read_secret(settings, config_dir)
+        sessions, source = read_sessions(settings, config_dir)
+        return cls(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions, sessions_source=source,
+                   sign_method=settings.sign_method, qps=settings.qps, timeout_s=settings.timeout_s,
+                   parallelism=settings.parallelism, methods=methods, retry=retry)
+
+    def close(self) -> None:
+        self._http.close()
+        for name in _HTTP_LOGGERS:
+            logging.getLogger(name).removeFilter(self._log_filter)
+
+    def counters(self) -> dict[str, dict[str, int]]:
+        """Requests sent and answered per method, and errors by code/kind (benchmarks, tests)."""
+        with self._stats_lock:
+            return {"sent": dict(self.sent), "answered": dict(self.answered), "errors": dict(self.errors)}
+
+    # ------------------------------------------------------------------ the protocol
+
+    def _mask(self, text: str) -> str:
+        return mask(text, self._secrets)
+
+    def _session(self, shop: str) -> str:
+        session = self._sessions.get(shop)
+        if not session:
+            raise ProviderError(f"no session key for shop {shop} in {self._sessions_source}; the shop must authorize the app")
+        return session
+
+    def _count(self, table: Counter[str], key: str) -> None:
+        with self._stats_lock:
+            table[key] += 1
+
+    def _request(self, op: str, shop: str | None, business: dict[str, str]) -> dict[str, Any]:
+        """One signed call; the response body inside ``<method>_response``, or a ProviderError."""
+        method = self.methods[op]
+        system = {"method": method, "app_key": self.app_key, "timestamp": signing.timestamp(self._clock()),
+                  "v": "2.0", "format": "json", "sign_method": self.sign_method}
+        if shop is not None:
+            system["session"] = self._session(shop)
+            business = {"shop_id": shop, **business}
+        system["sign"] = signing.sign({**system, **business}, self._secret, self.sign_method)
+        self.limiter.acquire()
+        self._count(self.sent, method)
+        log.debug("%s %s", method, shop or "")
+        try:
+            resp = self._http.post(self.url, params=system, data=business)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
+            self._count(self.errors, "connect")
+            raise ProviderError(f"{method}: cannot reach the platform ({type(e).__name__}: {self._mask(str(e))})",
+                                retryable=True) from None
+        except httpx.TimeoutException:
+            self._count(self.errors, "timeout")
+            raise _Ambiguous(f"{method}: no answer within {self.timeout_s:g} s", retryable=True) from None
+        except httpx.HTTPError as e:
+            self._count(self.errors, "connection")
+            raise _Ambiguous(f"{method}: the connection failed before the answer ({type(e).__name__}:"
+                             f" {self._mask(str(e))})", retryable=True) from None
+        if resp.status_code >= 500:
+            self._count(self.errors, f"http-{resp.status_code}")
+            raise _Ambiguous(f"{method}: the gateway answered HTTP {resp.status_code}", retryable=True)
+        if resp.status_code != 200:
+            self._count(self.errors, f"http-{resp.status_code}")
+            raise ProviderError(f"{method}: the gateway answered HTTP {resp.status_code}: {self._mask(resp.text)}")
+        try:
+            data = resp.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            self._count(self.errors, "bad-json")
+            raise _Ambiguous(f"{method}: the gateway's answer is not JSON: {self._mask(resp.text)}", retryable=True) from None
+        self._count(self.answered, method)
+        if isinstance(data, dict) and isinstance(data.get("error_response"), dict):
+            raise self._refusal(method, data["error_response"])
+        body = data.get(response_key(method)) if isinstance(data, dict) else None
+        if not isinstance(body, dict):
+            self._count(self.errors, "bad-envelope")
+            raise ProviderError(f"{method}: unexpected answer (no {response_key(method)}): {self._mask(resp.text)}")
+        return body
+
+    def _refusal(self, method: str, err: dict[str, Any]) -> ProviderError:
+        code = err.get("code")
+        code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
+        sub_code = str(err.get("sub_code") or "") or None
+        sub_msg = str(err.get("sub_msg") or "")
+        msg = str(err.get("msg") or "")
+        self._count(self.errors, sub_code or f"code-{code}")
+        ban: float | None = None
+        if code == 7:
+            m = _BAN.search(sub_msg) or _BAN.search(msg)
+            ban = float(m.group(1)) if m else 1.0
+            self.limiter.banned(ban)
+        text = self._mask(f"{sub_msg or msg} ({method}, code {code})" if sub_msg or msg else f"({method}, code {code})")
+        return platform_error(code, sub_code, text, ban_seconds=ban)
+
+    # ------------------------------------------------------------------ reads
+
+    def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
+        def one(shop: str) -> tuple[str, ShopState | ProviderError]:
+            try:
+                return shop, self.call(f"read {shop}", lambda: self._get(shop))
+            except ProviderError as e:
+                return shop, e
+
+        if self.parallelism <= 1 or len(shop_ids) <= 1:
+            return dict(one(s) for s in shop_ids)
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="top-read") as pool:
+            return dict(pool.map(one, shop_ids))
+
+    def _get(self, shop: str) -> ShopState:
+        body = self._request("get", shop, {})
+        if str(body.get("shop_id")) != shop:
+            raise ProviderError(f"the platform answered for shop {body.get('shop_id')!r} when asked for {shop};"
+                                f" check the session key of {shop} in {self._sessions_source}")
+        try:
+            return state_from_body(body)
+        except (ValueError, TypeError, AssertionError) as e:
+            raise ProviderError(f"unexpected erp.binding.get answer for shop {shop}: {self._mask(str(e))}") from None
+
+    def _peek(self, shop: str) -> ShopState | None:
+        """One read without retries, to settle an ambiguous write; None when it fails too."""
+        try:
+            return self._get(shop)
+        except ProviderError as e:
+            log.info("read %s to settle an interrupted write failed: %s", shop, e)
+            return None
+
+    def _list_shops(self) -> list[str]:
+        return sorted(self._sessions)
+
+    def _check_app(self, appkey: str, scenario: Scenario) -> AppCheck:
+        body = self._request("check", None, {"appkey": appkey, "scenario": scenario.value})
+        return AppCheck(
+            appkey=appkey, scenario=scenario, exists=bool(body.get("exists")), integrated=bool(body.get("integrated")),
+            name=body.get("name") if isinstance(body.get("name"), str) else None,
+            detail_whitelisted=bool(body.get("detail_whitelisted")),
+            syncs_order_status=bool(body.get("syncs_order_status", True)),
+        )
+
+    # ------------------------------------------------------------------ writes
+
+    def _write(self, op: str, shop: str, params: dict[str, str], done: Callable[[ShopState], bool]) -> ShopState | dict[str, Any]:
+        """A compare-and-set write, settled by a read when the network leaves it ambiguous.
+
+        Returns the response body, or the shop's state when a read showed that an earlier,
+        interrupted attempt of this same write took effect.
+        """
+        ident = (op, shop, *sorted(params.items()))
+        pending = getattr(self._tls, "ambiguous", None) == ident
+        try:
+            body = self._request(op, shop, params)
+        except _Ambiguous as e:
+            self._tls.ambiguous = ident  # stays set until this write is settled: the request may still land late
+            state = self._peek(shop)
+            if state is not None and done(state):
+                self._tls.ambiguous = None
+                log.info("%s %s: %s, but the write had taken effect", op, shop, e)
+                return state
+            what = "it had not taken effect" if state is not None else "whether it took effect is unknown"
+            raise ProviderError(f"{e}; {what}", retryable=True) from None
+        except ConflictError:
+            if pending:
+                state = self._peek(shop)
+                if state is not None and done(state):
+                    self._tls.ambiguous = None
+                    log.info("%s %s: an interrupted earlier attempt had taken effect", op, shop)
+                    return state
+            self._tls.ambiguous = None
+            raise
+        except ProviderError as e:
+            if not e.retryable:
+                self._tls.ambiguous = None
+            raise
+        self._tls.ambiguous = None
+        return body
+
+    def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
+        params = {"scenario": scenario.value, "appkey": appkey, "expected_appkey": expected or ""}
+        out = self._write("bind", shop, params, lambda s: s.appkey(scenario) == appkey)
+        if isinstance(out, ShopState):
+            return out.bindings[scenario]
+        return Binding(scenario=scenario, appkey=appkey, revision=int(out.get("revision") or 0))
+
+    def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None:
+        params = {"scenario": scenario.value, "expected_appkey": expected}
+        self._write("unbind", shop, params, lambda s: s.appkey(scenario) is None)
+
+    def _set_self_service(self, shop: str, enabled: bool, expected: bool) -> None:
+        params = {"enabled": _flag(enabled), "expected": _flag(expected)}
+        self._write("selfservice", shop, params, lambda s: s.buyer_self_service is enabled)
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def _resolve(config_dir: Path, p: str) -> Path:
+    q = Path(p).expanduser()
+    return q if q.is_absolute() else config_dir / q
+
+
+def read_secret(settings: TopSettings, config_dir: Path) -> str:
+    """The app secret: from ``app_secret_file`` when set, else from the ``app_secret_env`` variable."""
+    if settings.app_secret_file:
+        path = _resolve(config_dir, settings.app_secret_file)
+        try:
+            secret = path.read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ReconcilerError(f"cannot read the app secret from {path} (provider.app_secret_file):"
+                                  f" {getattr(e, 'strerror', None) or type(e).__name__}") from None
+        if not secret:
+            raise ReconcilerError(f"the app secret file {path} (provider.app_secret_file) is empty")
+        return secret
+    secret = os.environ.get(settings.app_secret_env, "").strip()
+    if not secret:
+        raise ReconcilerError(f"the app secret is not set: export {settings.app_secret_env}"
+                              " (provider.app_secret_env) or set provider.app_secret_file")
+    return secret
+
+
+def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, str], str]:
+    """Shop id → session key, from ``sessions_file`` (YAML or JSON) or the ``sessions_env`` variable (JSON)."""
+    if settings.sessions_file:
+        path = _resolve(config_dir, settings.sessions_file)
+        where = str(path)
+        try:
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        except (OSError, UnicodeDecodeError) as e:
+            raise ReconcilerError(f"cannot read the session keys from {where} (provider.sessions_file):"
+                                  f" {getattr(e, 'strerror', None) or type(e).__name__}") from None
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
+            raise ReconcilerError(f"{where}{at}: not a YAML/JSON mapping of shop id to session key") from None
+    else:
+        where = f"${settings.sessions_env}"
+        raw = os.environ.get(settings.sessions_env)
+        if raw is None:
+            raise ReconcilerError(f"no session keys: set provider.sessions_file, or export {settings.sessions_env}"
+                                  " as a JSON object of shop id to session key (provider.sessions_env)")
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ReconcilerError(f"{where} is not JSON (line {e.lineno}, column {e.colno});"
+                                  " expected an object of shop id to session key") from None
+    if not isinstance(data, dict):
+        raise ReconcilerError(f"{where}: expected a mapping of shop id to session key")
+    problems: list[str] = []
+    out: dict[str, str] = {}
+    for shop, session in data.items():
+        if not isinstance(shop, str) or not SHOP_ID_RE.match(shop):
+            problems.append(f"{shop!r} is not a shop id (a quoted string of digits)")
+        elif not isinstance(session, str) or not session.strip():
+            problems.append(f"the session key of shop {shop} must be a non-empty string")
+        else:
+            out[shop] = session.strip()
+    if problems:
+        raise ReconcilerError(f"{where}: " + "; ".join(problems))
+    return out, where
