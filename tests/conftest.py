@@ -2,10 +2,19 @@
 
 Nothing of ours is mocked: tests write YAML, run ``reconciler`` commands in-process with
 click's runner, and look at the real SQLite sandbox afterwards.
+
+The ``agency`` fixture runs every test twice, once per provider: ``sandbox`` (the
+embedded platform, in-process) and ``top`` (the HTTP provider talking to ``sandbox serve``
+on 127.0.0.1, serving the same SQLite file). Same behaviour, two providers. For ``top``
+the Agency writes a ``provider: {kind: top, ...}`` section in place of the sandbox one,
+keeps a ``sessions.yaml`` with the world's session keys, and passes the app secret in the
+environment; ``agency.server`` is the running gateway (faults, counters). A test that
+only makes sense on one provider checks ``agency.provider``.
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +25,16 @@ import yaml
 from click.testing import CliRunner, Result
 
 from reconciler.cli import main
+from reconciler.model import SandboxSettings, Settings
 from reconciler.platform import SandboxPlatform
+from reconciler.providers import open_sandbox
+from reconciler.sandbox_server import ServerHandle, start_server
+
+PROVIDERS = ("sandbox", "top")
+APP_KEY = "30000001"
+APP_SECRET = "s3cret-for-tests"
+SECRET_ENV = "RECONCILER_APP_SECRET"
+SESSIONS_FILE = "sessions.yaml"
 
 ERPS = """\
 erps:
@@ -38,15 +56,40 @@ provider: {kind: sandbox, path: .reconciler/sandbox.db, world: world.yaml}
 apply: {retries: 3, backoff_s: 0, max_backoff_s: 0}
 """
 
+_PROVIDER_BLOCK = re.compile(r"^provider:.*(?:\n[ \t]+\S.*)*", re.MULTILINE)
+
 
 class Agency:
-    """A config directory plus its sandbox, and the CLI to drive it."""
+    """A config directory plus its sandbox, and the CLI to drive it (on either provider)."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, provider: str = "sandbox", *, top_options: dict[str, Any] | None = None) -> None:
+        if provider not in PROVIDERS:
+            raise ValueError(f"provider must be one of {PROVIDERS}")
         self.dir = root
+        self.provider = provider
+        self.top_options: dict[str, Any] = {"qps": 1000, "parallelism": 4, "timeout_s": 10, **(top_options or {})}
+        self.server: ServerHandle | None = None
+        self.url: str | None = None
+        self._sandbox: dict[str, Any] = {"path": ".reconciler/sandbox.db", "world": "world.yaml"}
         (root / "shops").mkdir(parents=True, exist_ok=True)
+        if provider == "top":
+            self.url, self.server = start_server(self._open_db, close_platform=True)
         self.write("erps.yaml", ERPS)
         self.write("reconciler.yaml", SETTINGS)
+
+    @property
+    def db(self) -> Path:
+        return self.dir / ".reconciler" / "sandbox.db"
+
+    def _open_db(self) -> SandboxPlatform:
+        return SandboxPlatform(self.db)
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+
+    # ------------------------------------------------------------------ files
 
     def write(self, rel: str, text: str | bytes) -> Path:
         p = self.dir / rel
@@ -54,30 +97,79 @@ class Agency:
         if isinstance(text, bytes):
             p.write_bytes(text)
         else:
-            p.write_text(textwrap.dedent(text), encoding="utf-8")
+            text = textwrap.dedent(text)
+            if rel == "reconciler.yaml" and self.provider == "top":
+                text = self._to_top(text)
+            p.write_text(text, encoding="utf-8")
         return p
+
+    def top_provider(self) -> dict[str, Any]:
+        """The ``provider:`` section of the top runs."""
+        return {"kind": "top", "url": self.url, "app_key": APP_KEY, "app_secret_env": SECRET_ENV,
+                "sessions_file": SESSIONS_FILE, **self.top_options}
+
+    def _to_top(self, text: str) -> str:
+        """Swap a sandbox provider section (or none) for the top one, on one line so the
+        other keys keep their line numbers; anything else is written as given."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            return text
+        prov = data.get("provider")
+        if prov is not None and not (isinstance(prov, dict) and prov.get("kind", "sandbox") == "sandbox"):
+            return text
+        if isinstance(prov, dict):
+            self._sandbox = {"path": prov.get("path", ".reconciler/sandbox.db"), "world": prov.get("world")}
+        line = "provider: " + yaml.safe_dump(self.top_provider(), default_flow_style=True, width=10_000).strip()
+        if prov is None:
+            return text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+        return _PROVIDER_BLOCK.sub(lambda _: line, text, count=1)
 
     def shops(self, text: str, name: str = "a.yaml") -> Path:
         return self.write(f"shops/{name}", text)
 
     def world(self, shops: dict[str, Any], *, apps: dict[str, Any] | None = None,
               faults: list[dict[str, Any]] | None = None, **extra: Any) -> None:
-        """Write the world and (re)load it into the sandbox."""
-        world: dict[str, Any] = {"app": {"app_key": "30000001", "app_secret": "s3cret-for-tests"},
+        """Write the world and (re)load it into the sandbox. A shop without a ``session``
+        gets ``sess-<id>`` (the top provider needs one per shop)."""
+        shops = {sid: ({"session": f"sess-{sid}", **s} if isinstance(s, dict) and "session" not in s else s)
+                 for sid, s in shops.items()}
+        world: dict[str, Any] = {"app": {"app_key": APP_KEY, "app_secret": APP_SECRET},
                                  "apps": APPS if apps is None else apps, "shops": shops, **extra}
         if faults:
             world["faults"] = faults
         self.write("world.yaml", yaml.safe_dump(world, allow_unicode=True))
-        db = self.dir / ".reconciler" / "sandbox.db"
-        if db.exists():
+        if self.provider == "top":
+            sessions = {sid: s["session"] for sid, s in shops.items() if isinstance(s, dict) and s.get("session")}
+            self.write(SESSIONS_FILE, yaml.safe_dump(sessions))
+        if self.db.exists():
             r = self.run("sandbox", "load", str(self.dir / "world.yaml"))
             assert r.exit_code == 0, r.output
 
+    # ------------------------------------------------------------------ running
+
     def run(self, *args: str, input: str | None = None, env: dict[str, str] | None = None) -> Result:
+        if self.provider == "top":
+            self._first_use()
+            env = {SECRET_ENV: APP_SECRET, **(env or {})}
         return CliRunner().invoke(main, ["-C", str(self.dir), *args], input=input, env=env, catch_exceptions=False)
 
+    def _first_use(self) -> None:
+        """What the sandbox provider does when its database does not exist yet: load the world."""
+        world = self._sandbox.get("world")
+        if self.db.exists() or not world or not (self.dir / world).exists():
+            return
+        settings = Settings(provider=SandboxSettings(path=str(self.db), world=str(world)))
+        open_sandbox(settings, self.dir).close()
+
+    # ------------------------------------------------------------------ the platform's side
+
     def platform(self) -> SandboxPlatform:
-        return SandboxPlatform(self.dir / ".reconciler" / "sandbox.db")
+        return SandboxPlatform(self.db)
 
     def bindings(self, shop: str) -> dict[str, str]:
         """The sandbox's bindings of a shop, scenario → appkey."""
@@ -96,6 +188,14 @@ class Agency:
             p.close()
 
 
-@pytest.fixture
-def agency(tmp_path: Path) -> Iterator[Agency]:
-    yield Agency(tmp_path / "configs")
+@pytest.fixture(params=PROVIDERS)
+def agency(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Agency]:
+    """A fresh agency on the embedded sandbox, and again on the top provider over HTTP."""
+    provider: str = request.param
+    if provider == "top":
+        monkeypatch.setenv(SECRET_ENV, APP_SECRET)
+    a = Agency(tmp_path / "configs", provider)
+    try:
+        yield a
+    finally:
+        a.close()
