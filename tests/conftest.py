@@ -62,7 +62,8 @@ _PROVIDER_BLOCK = re.compile(r"^provider:.*(?:\n[ \t]+\S.*)*", re.MULTILINE)
 class Agency:
     """A config directory plus its sandbox, and the CLI to drive it (on either provider)."""
 
-    def __init__(self, root: Path, provider: str = "sandbox", *, top_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, root: Path, provider: str = "sandbox", *, top_options: dict[str, Any] | None = None,
+                 server_options: dict[str, Any] | None = None) -> None:
         if provider not in PROVIDERS:
             raise ValueError(f"provider must be one of {PROVIDERS}")
         self.dir = root
@@ -73,7 +74,7 @@ class Agency:
         self._sandbox: dict[str, Any] = {"path": ".reconciler/sandbox.db", "world": "world.yaml"}
         (root / "shops").mkdir(parents=True, exist_ok=True)
         if provider == "top":
-            self.url, self.server = start_server(self._open_db, close_platform=True)
+            self.url, self.server = start_server(self._open_db, close_platform=True, **(server_options or {}))
         self.write("erps.yaml", ERPS)
         self.write("reconciler.yaml", SETTINGS)
 
