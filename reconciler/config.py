@@ -173,6 +173,11 @@ def _what(value: Any) -> str:
     return f"the {type(value).__name__} {value}"
 
 
+def _num(x: Any) -> Any:
+    """1.0 → 1 in messages (the bound of a float field is a float)."""
+    return int(x) if isinstance(x, float) and x.is_integer() else x
+
+
 _APPKEYISH = {"appkey", "id", "app_key"}
 _SECRET_KEYS = {"app_secret", "secret", "session", "sessions"}
 _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
@@ -215,7 +220,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
         return path, f"expected a number, got {_what(value)}", False
     if kind in _BOUNDS:
         words, ctx_key = _BOUNDS[kind]
-        return path, f"must be {words} {err['ctx'][ctx_key]}, got {value}", False
+        return path, f"must be {words} {_num(err['ctx'][ctx_key])}, got {_num(value)}", False
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return path, f"expected a mapping, got {_what(value)}", False
     if kind == "list_type":
