@@ -1,0 +1,285 @@
+"""Drift: where the platform differs from the configuration, what it holds that the
+configuration does not manage, and which bindings cannot work.
+
+``compute_drift`` is pure, like ``plan.compute_plan``, and reuses the plan's diff rather than
+a second one: ``diff_shop`` without app checks gives exactly the differences (a rotate is a
+binding that differs, a bind one that is missing, an unbind one the config wants unbound,
+an update a follow-up setting) and the unmanaged bindings. Whether the bindings the
+platform *actually* holds can work is the plan's preflight again, run over the shop as
+found (each bound appkey as if it were the desired one), so "not integrated", "does not
+sync order statuses" and "not whitelisted" read the same in a plan and in an audit.
+
+Where the history knows when the tool last wrote a binding, a finding says since when
+it differs: the platform held the written value then and was changed afterwards.
+
+``audit`` is the I/O around it (reads in chunks, so a progress bar can follow).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from .errors import ProviderError
+from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState
+from .plan import Action, Change, diff_shop
+
+if TYPE_CHECKING:  # types only: at run time this module depends on plan and model alone
+    from .config import Config
+    from .history import Entry, History
+    from .providers.base import Provider
+    from .shard import Shard
+
+FORMAT_VERSION = 1
+Category = Literal["drift", "unmanaged", "broken", "unknown-shop", "error"]
+CATEGORIES: tuple[Category, ...] = ("drift", "unmanaged", "broken", "unknown-shop", "error")
+Progress = Callable[[int, int, str], None]
+
+# preflight problem kinds that mean "this binding cannot work" (or could not be checked)
+_BROKEN = {"appkey-not-found", "not-integrated", "detail-not-whitelisted", "status-not-synced"}
+_KIND = {Action.rotate: "differs", Action.bind: "missing", Action.unbind: "not-unbound"}
+_CAT_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the audit reports. ``expected`` is the config's value, ``actual`` the platform's;
+    ``since``: the platform differs from what the tool last wrote at that time."""
+
+    shop: str | None
+    scenario: Scenario | None
+    category: Category
+    kind: str
+    message: str
+    expected: Mapping[str, Any] | None = None
+    actual: Mapping[str, Any] | None = None
+    source: str | None = None
+    since: str | None = None
+    last_written: Mapping[str, Any] | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "shop": self.shop, "scenario": self.scenario.value if self.scenario else None,
+            "category": self.category, "kind": self.kind, "message": self.message,
+            "expected": dict(self.expected) if self.expected is not None else None,
+            "actual": dict(self.actual) if self.actual is not None else None,
+            "source": self.source, "since": self.since,
+            "last_written": dict(self.last_written) if self.last_written is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    shops: tuple[str, ...]                      # the managed shops audited
+    findings: tuple[Finding, ...]
+    shop_names: Mapping[str, str | None]
+    shard: str | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """0 nothing found, 2 drift, 1 the audit is incomplete (a read or check failed)."""
+        if any(f.category == "error" for f in self.findings):
+            return 1
+        return 2 if self.findings else 0
+
+    @property
+    def status(self) -> str:
+        return {0: "clean", 1: "error", 2: "drift"}[self.exit_code]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {c: 0 for c in CATEGORIES}
+        for f in self.findings:
+            out[f.category] += 1
+        return out
+
+    def by_shop(self) -> dict[str, list[Finding]]:
+        """Findings of managed shops, by shop, in shop order."""
+        out: dict[str, list[Finding]] = {s: [] for s in self.shops}
+        for f in self.findings:
+            if f.shop in out:
+                out[f.shop].append(f)
+        return out
+
+    def unknown_shops(self) -> list[str]:
+        return [f.shop for f in self.findings if f.category == "unknown-shop" and f.shop]
+
+    def general(self) -> list[Finding]:
+        """Findings about no managed shop (errors of the audit itself)."""
+        managed = set(self.shops)
+        return [f for f in self.findings if f.category != "unknown-shop" and f.shop not in managed]
+
+    def to_data(self) -> dict[str, Any]:
+        per = self.by_shop()
+        counts = self.counts()
+        return {
+            "format_version": FORMAT_VERSION,
+            "status": self.status,
+            "shard": self.shard,
+            "summary": {
+                "shops": len(self.shops),
+                "shops_with_findings": sum(1 for fs in per.values() if fs),
+                "drift": counts["drift"], "unmanaged": counts["unmanaged"], "broken": counts["broken"],
+                "unknown_shops": counts["unknown-shop"], "errors": counts["error"],
+            },
+            "shops": [{"id": s, "name": self.shop_names.get(s),
+                       "status": "error" if any(f.category == "error" for f in fs) else ("drift" if fs else "clean"),
+                       "findings": len(fs)} for s, fs in per.items()],
+            "findings": [f.to_data() for f in self.findings],
+        }
+
+
+# --------------------------------------------------------------------------- pure
+
+
+def _label(v: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    if "appkey" in v:
+        key = v["appkey"]
+        if key is None:
+            return "unbound"
+        return f"{names[key]} ({key})" if key in names else str(key)
+    return ", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(v.items()))
+
+
+def _history(c: Change, last: Mapping[tuple[str, str, str], Entry]) -> tuple[str | None, dict[str, Any] | None]:
+    entry = last.get((c.shop, c.scenario.value, "update" if c.action is Action.update else "binding"))
+    if entry is None:
+        return None, None
+    written = {"time": entry.time, "actor": entry.actor, "after": entry.after, "outcome": entry.outcome}
+    # The tool wrote a value the platform no longer holds: changed outside the tool since then.
+    since = entry.time if entry.after != dict(c.before) else None
+    return since, written
+
+
+def _from_change(c: Change, names: Mapping[str, str], last: Mapping[tuple[str, str, str], Entry]) -> Finding:
+    since, written = _history(c, last)
+    actual, expected = _label(c.before, names), _label(c.after, names)
+    if c.action is Action.update:
+        on = bool(c.after.get("buyer_self_service"))
+        kind = "self-service-off" if on else "self-service-on"
+        category: Category = "broken" if on else "drift"
+        msg = ("buyer self-service address change is off; the config wants it on"
+               " (and the automation task 自动核单/自助核单 configured)" if on
+               else "buyer self-service address change is on; the config wants it off")
+    else:
+        kind, category = _KIND[c.action], "drift"
+        msg = {Action.rotate: f"bound to {actual}; the config wants {expected}",
+               Action.bind: f"not bound; the config wants {expected}",
+               Action.unbind: f"bound to {actual}; the config wants it unbound"}[c.action]
+    if since:
+        msg += f"; changed outside reconciler since {since} (last set by {written['actor'] if written else '?'})"
+    elif written:
+        msg += f"; the platform still holds what reconciler set at {written['time']}: the config changed since"
+    return Finding(shop=c.shop, scenario=c.scenario, category=category, kind=kind, message=msg,
+                   expected=dict(c.after), actual=dict(c.before), source=c.source, since=since, last_written=written)
+
+
+def _as_found(shop: DesiredShop, state: ShopState) -> DesiredShop:
+    """The shop as the platform holds it, phrased as a desired shop, so the plan's preflight
+    judges the bindings that exist (keeping what the config expects of them)."""
+    bindings: dict[Scenario, DesiredBinding] = {}
+    for sc, b in state.bindings.items():
+        want = shop.bindings.get(sc)
+        bindings[sc] = DesiredBinding(scenario=sc, appkey=b.appkey, source=want.source if want else shop.source,
+                                      erp_detail_button=want.erp_detail_button if want else None)
+    return shop.model_copy(update={"bindings": bindings, "protect": False})
+
+
+def found_checks(actual: Mapping[str, ShopState | ProviderError]) -> set[tuple[str, Scenario]]:
+    """The (appkey, scenario) pairs the audit asks the platform about: every actual binding."""
+    return {(b.appkey, sc) for s in actual.values() if isinstance(s, ShopState) for sc, b in s.bindings.items()}
+
+
+def drift_shop(desired: DesiredShop, state: ShopState, checks: Mapping[tuple[str, Scenario], AppCheck | ProviderError],
+               names: Mapping[str, str], last: Mapping[tuple[str, str, str], Entry]) -> list[Finding]:
+    # Without checks, and forced, diff_shop withholds nothing: every difference is a change.
+    changes, problems = diff_shop(desired, state, {}, names, force=True)
+    out = [_from_change(c, names, last) for c in changes]
+    out += [Finding(shop=p.shop, scenario=p.scenario, category="unmanaged", kind="unmanaged", message=p.message,
+                    actual={"appkey": state.appkey(p.scenario)} if p.scenario else None)
+            for p in problems if p.kind == "unmanaged"]
+    _, found = diff_shop(_as_found(desired, state), state, checks, names, force=True)
+    for p in found:
+        if p.kind in _BROKEN or p.kind == "check-failed":
+            want = desired.bindings.get(p.scenario) if p.scenario else None
+            out.append(Finding(shop=p.shop, scenario=p.scenario, kind=p.kind, message=p.message,
+                               category="broken" if p.kind in _BROKEN else "error",
+                               actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
+                               source=str(want.source) if want else None))
+    return out
+
+
+def _order(f: Finding) -> tuple[str, str, int, str, str]:
+    return (f.shop or "", f.scenario.value if f.scenario else "", _CAT_ORDER[f.category], f.kind, f.message)
+
+
+def compute_drift(
+    desired: Sequence[DesiredShop],
+    actual: Mapping[str, ShopState | ProviderError],
+    checks: Mapping[tuple[str, Scenario], AppCheck | ProviderError],
+    names: Mapping[str, str],
+    *,
+    unknown_shops: Sequence[str] = (),
+    last_written: Mapping[tuple[str, str, str], Entry] | None = None,
+    errors: Sequence[str] = (),
+    shard: str | None = None,
+) -> DriftReport:
+    """The audit of ``desired`` shops (``actual`` must hold each), plus shops the platform
+    knows that the config does not (``unknown_shops``) and errors of the audit itself."""
+    last = last_written or {}
+    findings: list[Finding] = []
+    for shop in desired:
+        state = actual[shop.id]
+        if isinstance(state, ProviderError):
+            findings.append(Finding(shop=shop.id, scenario=None, category="error", kind="read-failed",
+                                    message=f"cannot read the shop: {state}", source=str(shop.source)))
+            continue
+        findings += drift_shop(shop, state, checks, names, last)
+    findings += [Finding(shop=s, scenario=None, category="unknown-shop", kind="unknown-shop",
+                         message="the platform knows this shop but no shops/*.yaml declares it;"
+                                 " onboard it with: reconciler import --shop " + s)
+                 for s in unknown_shops]
+    findings += [Finding(shop=None, scenario=None, category="error", kind="audit-failed", message=e) for e in errors]
+    findings.sort(key=_order)
+    return DriftReport(shops=tuple(s.id for s in desired), findings=tuple(findings),
+                       shop_names={s.id: s.name for s in desired}, shard=shard)
+
+
+# --------------------------------------------------------------------------- I/O
+
+
+def read_states(provider: Provider, shop_ids: Sequence[str], *, progress: Progress | None = None,
+                chunk: int = 200) -> dict[str, ShopState | ProviderError]:
+    """``provider.read`` in chunks, reporting progress after each."""
+    ids = list(shop_ids)
+    out: dict[str, ShopState | ProviderError] = {}
+    for i in range(0, len(ids), chunk):
+        part = ids[i:i + chunk]
+        out.update(provider.read(part))
+        if progress:
+            progress(min(i + chunk, len(ids)), len(ids), part[-1])
+    return out
+
+
+def audit(config: Config, provider: Provider, *, history: History | None = None, configured: set[str] | None = None,
+          shard: Shard | None = None, progress: Progress | None = None) -> DriftReport:
+    """Read the platform and audit the config's shops.
+
+    ``configured``: every shop id of the whole configuration; when given, the platform's
+    other shops (those of ``shard``, if any) are reported as unknown.
+    """
+    ids = [s.id for s in config.shops]
+    actual = read_states(provider, ids, progress=progress)
+    checks = provider.check_apps(found_checks(actual))
+    unknown: list[str] = []
+    errors: list[str] = []
+    if configured is not None:
+        try:
+            listed = provider.list_shops()
+        except ProviderError as e:
+            errors.append(f"cannot list the platform's shops (unknown shops not audited): {e}")
+        else:
+            unknown = [s for s in listed if s not in configured and (shard is None or shard.holds(s))]
+    last = history.last_written(ids) if history is not None else {}
+    return compute_drift(config.shops, actual, checks, config.erp_names_by_appkey(), unknown_shops=unknown,
+                         last_written=last, errors=errors, shard=str(shard) if shard else None)
