@@ -1,0 +1,124 @@
+"""Import: the platform's actual bindings of shops → a ``shops/*.yaml`` file (onboarding).
+
+Pure: takes the states the provider read and the ERP catalog, returns YAML text in the
+format ``validate`` accepts, such that a plan over it shows no changes:
+
+* appkeys map back to the catalog's ERP names (an appkey the catalog does not know is
+  written as a literal ``appkey:`` with a comment saying so);
+* the most common ERP of a shop's scenarios becomes the shop's ``erp:`` (ties: the ERP of
+  the first scenario in the usual order; a ``virtualAppKey`` ERP is never the shop's ERP,
+  it only serves ``modify_address``), and scenarios on it are written as ``{}``;
+* ``buyer_self_service`` is written on ``modify_address``; ``erp_detail_button: true``
+  on ``order_status`` when the platform shows the shop's ERP-detail button (whitelisted),
+  so a later loss of the whitelist is reported;
+* unbound scenarios are left out (not managed), with a comment naming them.
+
+The platform's binding API does not return shop names, so ``name`` is not written.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from .model import SCENARIOS, VIRTUAL_APPKEY, ErpSpec, Scenario, ShopState
+
+_PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_RESERVED = {"y", "yes", "n", "no", "true", "false", "on", "off", "null"}
+
+
+def scalar(text: str) -> str:
+    """A YAML scalar that reads back as exactly this string."""
+    if _PLAIN.match(text) and text.lower() not in _RESERVED:
+        return text
+    return json.dumps(text, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class ImportedScenario:
+    scenario: Scenario
+    settings: Mapping[str, str | bool]       # erp / appkey / buyer_self_service / erp_detail_button
+    comment: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportedShop:
+    id: str
+    erp: str | None
+    scenarios: tuple[ImportedScenario, ...]
+    comments: tuple[str, ...] = field(default=())
+
+    @property
+    def unknown_appkeys(self) -> list[str]:
+        return [str(s.settings["appkey"]) for s in self.scenarios if s.comment and "appkey" in s.settings]
+
+
+def _catalog(erps: Mapping[str, ErpSpec]) -> dict[str, str]:
+    """appkey → ERP name (the first name, sorted, when two share an appkey)."""
+    out: dict[str, str] = {}
+    for name in sorted(erps):
+        out.setdefault(erps[name].appkey, name)
+    return out
+
+
+def import_shop(state: ShopState, erps: Mapping[str, ErpSpec]) -> ImportedShop:
+    """The config entry that describes ``state`` exactly."""
+    by_key = _catalog(erps)
+    bound = [(sc, state.bindings[sc].appkey) for sc in SCENARIOS if sc in state.bindings]
+    named = [(sc, by_key.get(key)) for sc, key in bound]
+    counts = Counter(n for _, n in named if n is not None and erps[n].appkey != VIRTUAL_APPKEY)
+    shop_erp: str | None = None
+    if counts:
+        top = max(counts.values())
+        shop_erp = next(n for _, n in named if n is not None and counts.get(n) == top)
+    scenarios: list[ImportedScenario] = []
+    for (sc, key), (_, name) in zip(bound, named, strict=True):
+        settings: dict[str, str | bool] = {}
+        comment = None
+        if name is None:
+            settings["appkey"] = key
+            if key != VIRTUAL_APPKEY:
+                comment = f"appkey {key} is not in erps.yaml: add its ERP to the catalog and write erp: NAME"
+        elif name != shop_erp:
+            settings["erp"] = name
+        if sc is Scenario.modify_address:
+            settings["buyer_self_service"] = state.buyer_self_service
+        if sc is Scenario.order_status and state.detail_whitelisted:
+            settings["erp_detail_button"] = True
+        scenarios.append(ImportedScenario(sc, settings, comment))
+    comments: list[str] = []
+    unbound = [sc.value for sc in SCENARIOS if sc not in state.bindings]
+    if unbound:
+        comments.append(f"not bound on the platform, so not managed: {', '.join(unbound)}")
+    if state.buyer_self_service and Scenario.modify_address not in state.bindings:
+        comments.append("buyer self-service is on, but modify_address is not bound")
+    return ImportedShop(id=state.shop_id, erp=shop_erp, scenarios=tuple(scenarios), comments=tuple(comments))
+
+
+def _flow(settings: Mapping[str, str | bool]) -> str:
+    items = [f"{k}: {str(v).lower() if isinstance(v, bool) else scalar(v) if k != 'appkey' else json.dumps(v)}"
+             for k, v in settings.items()]
+    return "{" + ", ".join(items) + "}"
+
+
+def render_shops(shops: Sequence[ImportedShop], *, header: str = "") -> str:
+    """The YAML text of a ``shops/*.yaml`` file holding ``shops``, in id order."""
+    lines = [f"# {h}" for h in header.splitlines()]
+    if not shops:
+        return "\n".join([*lines, "shops: []"]) + "\n"
+    lines.append("shops:")
+    for shop in sorted(shops, key=lambda s: s.id):
+        lines.append(f"  - id: {json.dumps(shop.id)}")
+        if shop.erp is not None:
+            lines.append(f"    erp: {scalar(shop.erp)}")
+        lines += [f"    # {c}" for c in shop.comments]
+        if not shop.scenarios:
+            lines.append("    scenarios: {}")
+            continue
+        lines.append("    scenarios:")
+        for s in shop.scenarios:
+            lines.append(f"      {s.scenario.value}: {_flow(s.settings)}" + (f"   # {s.comment}" if s.comment else ""))
+    return "\n".join(lines) + "\n"
