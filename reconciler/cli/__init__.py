@@ -45,8 +45,8 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None) 
 
 
 def _register() -> None:
-    from . import core, sandbox
-    for cmd in (*core.COMMANDS, sandbox.sandbox):
+    from . import audit, core, sandbox
+    for cmd in (*core.COMMANDS, *audit.COMMANDS, sandbox.sandbox):
         main.add_command(cmd)
 
 

@@ -3,18 +3,22 @@ stderr messages and the one place errors become exit codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import click
 
 from ..config import Config, load_config, load_settings
-from ..history import History
+from ..errors import ReconcilerError
+from ..history import History, history_path
 from ..model import Settings
 from ..providers import Provider, open_provider
+from ..shard import Shard, parse_shard
 
 DEFAULT_CONFIG_DIR = "configs"
 
@@ -41,12 +45,21 @@ def err(message: str) -> None:
     click.echo(message, err=True)
 
 
-def load(ctx: click.Context, shops: tuple[str, ...] = ()) -> Config:
-    """The validated config (warnings go to stderr); ConfigError propagates."""
+def load(ctx: click.Context, shops: tuple[str, ...] = (), shard: Shard | None = None) -> Config:
+    """The validated config (warnings go to stderr), limited to a shard; ConfigError propagates."""
     config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None)
     for w in config.warnings:
         err(str(w))
-    return config
+    return in_shard(config, shard)
+
+
+def in_shard(config: Config, shard: Shard | None) -> Config:
+    """The config with only the shops of ``shard`` (all of them for None)."""
+    if shard is None:
+        return config
+    mine = [s for s in config.shops if shard.holds(s.id)]
+    err(f"shard {shard}: {len(mine)} of {len(config.shops)} shop(s)")
+    return dataclasses.replace(config, shops=mine)
 
 
 def settings_only(ctx: click.Context) -> tuple[Settings, Path]:
@@ -60,21 +73,46 @@ def provider_for(settings: Settings, config_dir: Path) -> Provider:
 
 
 def history_for(settings: Settings, config_dir: Path) -> History:
-    rel = settings.history.path or ".reconciler/history.db"
-    p = Path(rel)
-    return History(p if p.is_absolute() else config_dir / p)
+    return History(history_path(settings.history, config_dir))
 
 
-def progress_printer(label: str) -> Any:
-    """A progress callback for stderr: a live line on a terminal, nothing otherwise."""
-    if not sys.stderr.isatty():
-        return None
+Progress = Callable[[int, int, str], None]
+BAR_WIDTH = 30
+LINES_FROM = 100   # off a terminal, runs over fewer shops print no progress at all
+
+
+def progress_printer(label: str, *, stream: TextIO | None = None) -> Progress:
+    """A progress callback for a run over many shops, on stderr.
+
+    On a terminal: a bar redrawn in place, only when it visibly changes. Elsewhere (CI
+    logs, pipes): quiet and line-oriented, one line per tenth of the way for runs of at
+    least ``LINES_FROM`` shops, nothing for smaller ones.
+    """
+    out = stream or sys.stderr
+    tty = bool(getattr(out, "isatty", lambda: False)())
+    last = [-1]
+
+    def bar(done: int, total: int, shop: str) -> None:
+        pct = done * 100 // total
+        if pct == last[0] and done != total:
+            return
+        last[0] = pct
+        cells = done * BAR_WIDTH // total
+        click.echo(f"\r{label} [{'#' * cells}{'.' * (BAR_WIDTH - cells)}] {pct:3d}% {done}/{total} shops"
+                   f" (last: {shop})\033[K", file=out, nl=done == total)
+
+    def lines(done: int, total: int, shop: str) -> None:
+        if total < LINES_FROM:
+            return
+        tenth = done * 10 // total
+        if tenth <= max(last[0], 0):   # first line at 10 %
+            return
+        last[0] = tenth
+        click.echo(f"{label}: {done}/{total} shops ({done * 100 // total}%)", file=out)
 
     def show(done: int, total: int, shop: str) -> None:
-        end = "\n" if done == total else ""
-        click.echo(f"\r{label} {done}/{total} shops (last: {shop})\033[K", err=True, nl=False)
-        if end:
-            click.echo("", err=True)
+        if total > 0:
+            (bar if tty else lines)(done, total, shop)
     return show
 
 
@@ -90,3 +128,16 @@ def write_atomic(path: Path, text: str) -> None:
 
 
 shop_option = click.option("--shop", "shops", multiple=True, metavar="ID", help="Only this shop (repeatable).")
+
+
+def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Shard | None:
+    # An error (exit 1), not a usage error: exit 2 means "changes pending" or "drift" to CI.
+    try:
+        return parse_shard(value) if value is not None else None
+    except ValueError as e:
+        raise ReconcilerError(f"--shard: {e}") from None
+
+
+shard_option = click.option(
+    "--shard", callback=_shard, metavar="K/N",
+    help="Only shard K of N: shops split by a stable hash of their id, so N CI jobs cover each shop once.")

@@ -14,7 +14,8 @@ from ..errors import ReconcilerError, StalePlan, UnsafePlan
 from ..history import default_actor, git_info
 from ..plan import Change, Plan, plan_from_data
 from ..render import plan_json, plan_text, problem_line, value_label
-from .common import err, history_for, load, progress_printer, provider_for, settings_only, shop_option, state, write_atomic
+from ..shard import Shard
+from .common import err, history_for, load, progress_printer, provider_for, settings_only, shard_option, shop_option, state, write_atomic
 
 
 @click.command()
@@ -29,18 +30,20 @@ def validate(ctx: click.Context) -> None:
 
 @click.command()
 @shop_option
+@shard_option
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write the saved plan (JSON) here.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending.")
 @click.option("--force", is_flag=True, help="Allow changes over the safety threshold and on protected shops.")
 @click.pass_context
-def plan(ctx: click.Context, shops: tuple[str, ...], fmt: str, out: Path | None, detailed_exitcode: bool, force: bool) -> None:
+def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: str, out: Path | None, detailed_exitcode: bool,
+         force: bool) -> None:
     """Read the actual state and print the plan.
 
     Exit 0 (no changes), 1 (error, or a problem of severity error), 2 with
     --detailed-exitcode when changes are pending.
     """
-    config = load(ctx, shops)
+    config = load(ctx, shops, shard)
     provider = provider_for(config.settings, config.dir)
     try:
         result = make_plan(config, provider, force=force)
@@ -80,26 +83,27 @@ def _read_plan_file(path: Path) -> Plan:
 @click.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @shop_option
+@shard_option
 @click.option("--auto-approve", is_flag=True, help="Apply a fresh plan without asking (CI).")
 @click.option("--force", is_flag=True, help="Override the safety threshold and protect: true.")
 @click.option("--actor", help="Who applies, for the history (default: CI user variables, else the OS user).")
 @click.pass_context
-def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], auto_approve: bool, force: bool,
-          actor: str | None) -> None:
+def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], shard: Shard | None, auto_approve: bool,
+          force: bool, actor: str | None) -> None:
     """Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE.
 
     Exit 0 applied (or nothing to do), 1 refused or failed with nothing changed,
     3 partly applied.
     """
-    if planfile is not None and shops:
-        raise click.UsageError("--shop cannot be combined with a saved plan (it is applied exactly)")
+    if planfile is not None and (shops or shard):
+        raise click.UsageError("--shop and --shard cannot be combined with a saved plan (it is applied exactly)")
     if planfile is not None:
         saved = _read_plan_file(planfile)
         settings, config_dir = settings_only(ctx)
         shop_names: dict[str, str | None] = {}
         erp_names: dict[str, str] = {}
     else:
-        config = load(ctx, shops)
+        config = load(ctx, shops, shard)
         settings, config_dir = config.settings, config.dir
         shop_names = {s.id: s.name for s in config.shops}
         erp_names = config.erp_names_by_appkey()
