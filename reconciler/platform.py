@@ -247,6 +247,18 @@ class SandboxPlatform:
             raise PlatformError(error, f"App Call Limited; This ban will last for {ban} more seconds", code=7, ban_seconds=ban)
         raise PlatformError(error, f"injected fault on {op}")
 
+    def _inject(self, op: Operation, shop: str | None, scenario: str | None) -> None:
+        """Consume a matching fault in a transaction of its own and raise it after the commit,
+        so the failing call's rollback does not undo the count (``times: 1`` fails once)."""
+        hit: PlatformError | None = None
+        with self._tx() as db:
+            try:
+                self._fault(db, op, shop, scenario)
+            except PlatformError as e:
+                hit = e
+        if hit is not None:
+            raise hit
+
     def _shop(self, db: sqlite3.Connection, shop: str) -> tuple[bool, bool]:
         row = db.execute("SELECT buyer_self_service, cs_permission FROM shops WHERE shop_id = ?", (shop,)).fetchone()
         if row is None:
@@ -326,16 +338,19 @@ class SandboxPlatform:
                         "detail_whitelisted": whitelisted.get(sid, False),
                     }
                 except PlatformError as e:
-                    if strict:
-                        raise
                     out[sid] = e
-            return out
+        # raised after the commit: a fault's consumed count must not be rolled back with the error
+        if strict:
+            for v in out.values():
+                if isinstance(v, PlatformError):
+                    raise v
+        return out
 
     def bind(self, shop: str, scenario: str, appkey: str, expected: str | None) -> dict[str, Any]:
         """``erp.binding.bind``: bind or replace, if the current appkey is ``expected``."""
         sc = self._scenario(scenario)
+        self._inject("bind", shop, sc.value)
         with self._tx() as db:
-            self._fault(db, "bind", shop, sc.value)
             self._shop(db, shop)
             self._app(db, appkey, sc)
             current, rev = self._current(db, shop, sc)
@@ -352,8 +367,8 @@ class SandboxPlatform:
     def unbind(self, shop: str, scenario: str, expected: str | None) -> dict[str, Any]:
         """``erp.binding.unbind``, if the current appkey is ``expected``."""
         sc = self._scenario(scenario)
+        self._inject("unbind", shop, sc.value)
         with self._tx() as db:
-            self._fault(db, "unbind", shop, sc.value)
             self._shop(db, shop)
             current, rev = self._current(db, shop, sc)
             if current != expected:
@@ -365,8 +380,8 @@ class SandboxPlatform:
 
     def set_self_service(self, shop: str, enabled: bool, expected: bool | None) -> dict[str, Any]:
         """``erp.selfservice.set``: buyer self-service address change (自助核单)."""
+        self._inject("selfservice", shop, Scenario.modify_address.value)
         with self._tx() as db:
-            self._fault(db, "selfservice", shop, Scenario.modify_address.value)
             current, _ = self._shop(db, shop)
             if expected is not None and current != expected:
                 raise PlatformError("isv.binding-conflict",
@@ -377,8 +392,8 @@ class SandboxPlatform:
     def check_app(self, appkey: str, scenario: str) -> dict[str, Any]:
         """``erp.app.check``: does the ERP exist, has it integrated the scenario."""
         sc = self._scenario(scenario)
+        self._inject("check", None, sc.value)
         with self._tx() as db:
-            self._fault(db, "check", None, sc.value)
             if appkey == VIRTUAL_APPKEY:
                 ok = sc is Scenario.modify_address
                 return {"exists": True, "integrated": ok, "name": "菜鸟仓 (virtualAppKey)",
