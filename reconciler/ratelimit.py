@@ -81,7 +81,7 @@ class ClientLimiter:
     """
 
     def __init__(self, qps: float, *, burst: float | None = None, min_qps: float | None = None,
-                 recovery_s: float = 10.0, grace_s: float = 5.0, clock: Clock = time.monotonic) -> None:
+                 recovery_s: float = 10.0, grace_s: float = 2.0, clock: Clock = time.monotonic) -> None:
         self.max_rate = qps
         self.min_rate = min_qps if min_qps is not None else min(qps, 0.5)
         self._recovery_s = recovery_s

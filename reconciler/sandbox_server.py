@@ -89,7 +89,8 @@ class Refused(Exception):
 
 @dataclass
 class NetworkRule:
-    """Drop (``seconds`` None) or stall (``seconds`` set) matching requests, ``times`` times (None: always)."""
+    """Drop (``seconds`` None) or stall (``seconds`` set) matching requests, ``times`` times (None: always),
+    after letting the first ``skip`` matching requests through."""
 
     method: str | None = None
     shop: str | None = None
@@ -97,6 +98,7 @@ class NetworkRule:
     phase: Phase = "before"
     seconds: float | None = None
     times: int | None = 1
+    skip: int = 0
 
     def matches(self, method: str, shop: str | None, scenario: str | None) -> bool:
         return ((self.method is None or self.method == method) and (self.shop is None or self.shop == shop)
@@ -119,14 +121,14 @@ class NetworkFaults:
         self._lock = threading.Lock()
 
     def drop(self, *, method: str | None = None, shop: str | None = None, scenario: str | None = None,
-             phase: Phase = "before", times: int | None = 1) -> NetworkRule:
+             phase: Phase = "before", times: int | None = 1, skip: int = 0) -> NetworkRule:
         """Drop the connection of matching requests, before or after the platform handles them."""
-        return self._add(NetworkRule(method, shop, scenario, phase, None, times))
+        return self._add(NetworkRule(method, shop, scenario, phase, None, times, skip))
 
     def stall(self, seconds: float, *, method: str | None = None, shop: str | None = None,
-              scenario: str | None = None, times: int | None = 1) -> NetworkRule:
+              scenario: str | None = None, times: int | None = 1, skip: int = 0) -> NetworkRule:
         """Hold matching requests ``seconds`` before handling them (until the server stops)."""
-        return self._add(NetworkRule(method, shop, scenario, "before", seconds, times))
+        return self._add(NetworkRule(method, shop, scenario, "before", seconds, times, skip))
 
     def clear(self) -> None:
         with self._lock:
@@ -140,6 +142,9 @@ class NetworkFaults:
     def _take(self, method: str, shop: str | None, scenario: str | None, pred: Callable[[NetworkRule], bool]) -> NetworkRule | None:
         for rule in self._rules:
             if pred(rule) and rule.matches(method, shop, scenario):
+                if rule.skip > 0:
+                    rule.skip -= 1
+                    continue
                 if rule.times is not None:
                     rule.times -= 1
                 return rule
