@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 import pytest
+import yaml
 from conftest import Agency
 
 OLD, NEW = "31415926", "21345678"  # inhouse → jushuitan; both integrate every scenario
@@ -61,6 +62,10 @@ def test_failed_rotation_puts_the_shop_back(agency: Agency, fault: dict[str, Any
         "  rolled back: modify_address rotate, intercept_shipment rotate (the shop is as it was before this run)",  # undone in reverse
         "Apply partly done: 2 shop(s) applied, 1 failed, 0 withheld.",
     ]
+    if "times" in fault:  # retried: 1 try + 3 retries (reconciler.yaml: apply.retries: 3), then given up
+        dump = yaml.safe_load(agency.run("sandbox", "dump").stdout)
+        assert dump["faults"] == [{"operation": "bind", "shop": "100002", "scenario": "order_status",
+                                   "error": "isp.unknown-error", "times": 6}]
     # Nothing left half-done: the next plan rotates exactly the failed shop, all of it.
     r = agency.run("plan", "--format", "json")
     changes = [(c["shop"], c["scenario"], c["action"]) for c in json.loads(r.stdout)["changes"]]
@@ -76,6 +81,17 @@ def test_failed_rotation_of_the_only_shop_is_exit_1(agency: Agency) -> None:
     assert r.exit_code == 1, r.output
     assert agency.bindings("100001") == dict.fromkeys(ALL, OLD)
     assert r.stdout.splitlines()[-1] == "Nothing applied."
+
+
+def test_transient_fault_is_retried(agency: Agency) -> None:
+    agency.shops(rotating_shops("100001"))
+    agency.world(on_old_erp("100001"),
+                 faults=[{"operation": "bind", "shop": "100001", "scenario": "order_status", "error": "isp.unknown-error",
+                          "times": 1}])
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 0, r.output
+    assert agency.bindings("100001") == dict.fromkeys(ALL, NEW)
+    assert r.stdout.splitlines()[-2:] == ["Applied 3 change(s) in 1 shop(s).", "Apply complete."]
 
 
 def test_protected_shop_is_rotated_only_with_force(agency: Agency) -> None:
