@@ -99,8 +99,10 @@ class Agency:
             p.write_bytes(text)
         else:
             text = textwrap.dedent(text)
-            if rel == "reconciler.yaml" and self.provider == "top":
-                text = self._to_top(text)
+            if rel == "reconciler.yaml":
+                self._remember_sandbox(text)
+                if self.provider == "top":
+                    text = self._to_top(text)
             p.write_text(text, encoding="utf-8")
         return p
 
@@ -108,6 +110,18 @@ class Agency:
         """The ``provider:`` section of the top runs."""
         return {"kind": "top", "url": self.url, "app_key": APP_KEY, "app_secret_env": SECRET_ENV,
                 "sessions_file": SESSIONS_FILE, **self.top_options}
+
+    def _remember_sandbox(self, text: str) -> None:
+        """The sandbox settings a reconciler.yaml names (where the world is loaded from on first use)."""
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError:
+            return
+        prov = data.get("provider") if isinstance(data, dict) else None
+        if prov is None:
+            self._sandbox = {"path": ".reconciler/sandbox.db", "world": None}
+        elif isinstance(prov, dict) and prov.get("kind", "sandbox") == "sandbox":
+            self._sandbox = {"path": prov.get("path", ".reconciler/sandbox.db"), "world": prov.get("world")}
 
     def _to_top(self, text: str) -> str:
         """Swap a sandbox provider section (or none) for the top one, on one line so the
@@ -123,8 +137,6 @@ class Agency:
         prov = data.get("provider")
         if prov is not None and not (isinstance(prov, dict) and prov.get("kind", "sandbox") == "sandbox"):
             return text
-        if isinstance(prov, dict):
-            self._sandbox = {"path": prov.get("path", ".reconciler/sandbox.db"), "world": prov.get("world")}
         line = "provider: " + yaml.safe_dump(self.top_provider(), default_flow_style=True, width=10_000).strip()
         if prov is None:
             return text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
@@ -160,7 +172,8 @@ class Agency:
         return CliRunner().invoke(main, ["-C", str(self.dir), *args], input=input, env=env, catch_exceptions=False)
 
     def _first_use(self) -> None:
-        """What the sandbox provider does when its database does not exist yet: load the world."""
+        """What the sandbox provider does when its database does not exist yet: load the world
+        its settings name. (The top runs need it done here: their provider is not the sandbox.)"""
         world = self._sandbox.get("world")
         if self.db.exists() or not world or not (self.dir / world).exists():
             return
@@ -170,6 +183,8 @@ class Agency:
     # ------------------------------------------------------------------ the platform's side
 
     def platform(self) -> SandboxPlatform:
+        """The sandbox itself (loading the world first, as the first command would)."""
+        self._first_use()
         return SandboxPlatform(self.db)
 
     def bindings(self, shop: str) -> dict[str, str]:
