@@ -34,11 +34,10 @@ from reconciler.platform import SandboxPlatform, World
 from reconciler.providers import RetryPolicy, SandboxProvider
 
 SCENARIOS = ("intercept_shipment", "modify_address", "order_status")
-# name → appkey; "ghost" is in the catalog but not on the platform (a preflight error)
-ERPS = {"jushuitan": "21345678", "wangdiantong": "12345679", "inhouse": "31415926", "ghost": "87654321",
-        "cainiao": "virtualAppKey"}
 PLATFORM_APPS = ("21345678", "12345679", "31415926")
-PINNED = ("21345678", "12345679", "31415926", "01234567")  # 01234567: not on the platform
+GHOST = "87654321"  # an appkey no ERP app on the platform has: a preflight error
+ERP_NAMES = ("jushuitan", "wangdiantong", "inhouse", "kingdee", "guanyi")
+PINNED = (*PLATFORM_APPS, "01234567")  # 01234567: not on the platform
 # Errors withhold a whole shop; draw the error-making choices rarely so most examples write.
 RARE = 8
 SHOP_IDS = ("100001", "100002", "100003", "100004", "200001", "200002")
@@ -72,11 +71,19 @@ def world_shop(draw: st.DrawFn) -> dict[str, Any]:
 
 
 @st.composite
-def scenario_spec(draw: st.DrawFn, scenario: str, shop_erp: str | None) -> dict[str, Any] | None:
+def catalog(draw: st.DrawFn) -> dict[str, str]:
+    """erps.yaml: random names → appkeys; two names may share an appkey; maybe a ghost, maybe cainiao."""
+    appkeys = st.sampled_from(PLATFORM_APPS * RARE + (GHOST,))
+    erps = draw(st.dictionaries(st.sampled_from(ERP_NAMES), appkeys, min_size=1))
+    if draw(st.booleans()):
+        erps["cainiao"] = "virtualAppKey"
+    return erps
+
+
+@st.composite
+def scenario_spec(draw: st.DrawFn, erps: dict[str, str], scenario: str, shop_erp: str | None) -> dict[str, Any] | None:
     """A scenario's desired state, or None for 'not managed'. Always valid config."""
-    erps = [n for n in ERPS if n != "cainiao" or scenario == "modify_address"]
-    if draw(st.integers(0, RARE)) > 0:
-        erps.remove("ghost")
+    names = [n for n, k in erps.items() if k != "virtualAppKey" or scenario == "modify_address"]
     choices = ["omit", "default", "erp", "appkey", "unbound"] if shop_erp else ["omit", "erp", "appkey", "unbound"]
     how = draw(st.sampled_from(choices))
     spec: dict[str, Any]
@@ -85,7 +92,7 @@ def scenario_spec(draw: st.DrawFn, scenario: str, shop_erp: str | None) -> dict[
     if how == "default":
         spec = {}
     elif how == "erp":
-        spec = {"erp": draw(st.sampled_from(erps))}
+        spec = {"erp": draw(st.sampled_from(names))}
     elif how == "appkey":
         spec = {"appkey": draw(st.sampled_from(PINNED if draw(st.integers(0, RARE)) == 0 else PINNED[:-1]))}
     else:
@@ -98,8 +105,9 @@ def scenario_spec(draw: st.DrawFn, scenario: str, shop_erp: str | None) -> dict[
 
 
 @st.composite
-def desired_shop(draw: st.DrawFn, shop_id: str) -> dict[str, Any]:
-    shop_erp = draw(st.none() | st.sampled_from(["jushuitan", "wangdiantong", "inhouse"]))
+def desired_shop(draw: st.DrawFn, erps: dict[str, str], shop_id: str) -> dict[str, Any]:
+    usable = [n for n, k in erps.items() if k != "virtualAppKey"]  # a shop's ERP serves every scenario
+    shop_erp = draw(st.none() | st.sampled_from(usable)) if usable else None
     shop: dict[str, Any] = {"id": shop_id}
     if shop_erp:
         shop["erp"] = shop_erp
@@ -107,7 +115,7 @@ def desired_shop(draw: st.DrawFn, shop_id: str) -> dict[str, Any]:
         shop["protect"] = True
     scenarios = {}
     for sc in SCENARIOS:
-        spec = draw(scenario_spec(sc, shop_erp))
+        spec = draw(scenario_spec(erps, sc, shop_erp))
         if spec is not None:
             scenarios[sc] = spec
     shop["scenarios"] = scenarios
@@ -116,6 +124,7 @@ def desired_shop(draw: st.DrawFn, shop_id: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Case:
+    erps: dict[str, str]  # erps.yaml: name → appkey
     world: dict[str, Any]
     files: dict[str, list[dict[str, Any]]]  # shops/<name> → shops
     force: bool
@@ -129,10 +138,11 @@ def cases(draw: st.DrawFn) -> Case:
     missing = managed[0] if draw(st.integers(0, RARE)) == 0 else None
     in_world = sorted((set(managed) | set(extra)) - {missing})
     world = {"apps": draw(apps()), "shops": {sid: draw(world_shop()) for sid in in_world}}
-    shops = [draw(desired_shop(sid)) for sid in managed]
+    erps = draw(catalog())
+    shops = [draw(desired_shop(erps, sid)) for sid in managed]
     split = draw(st.integers(0, len(shops)))
     files = {"a.yaml": shops[:split], "b.yaml": shops[split:]}
-    return Case(world=world, files=files, force=draw(st.booleans()))
+    return Case(erps=erps, world=world, files=files, force=draw(st.booleans()))
 
 
 # --------------------------------------------------------------------------- harness
@@ -157,7 +167,7 @@ class Env:
 
 def write_config(root: Path, case: Case) -> Config:
     (root / "shops").mkdir(parents=True)
-    (root / "erps.yaml").write_text(yaml.safe_dump({"erps": {n: {"appkey": k} for n, k in ERPS.items()}}))
+    (root / "erps.yaml").write_text(yaml.safe_dump({"erps": {n: {"appkey": k} for n, k in case.erps.items()}}))
     for name, shops in case.files.items():
         (root / "shops" / name).write_text(yaml.safe_dump({"shops": shops}, allow_unicode=True))
     return load_config(root)
