@@ -168,6 +168,8 @@ def _from_change(c: Change, names: Mapping[str, str], last: Mapping[tuple[str, s
                Action.unbind: f"bound to {actual}; the config wants it unbound"}[c.action]
     if since:
         msg += f"; changed outside reconciler since {since} (last set by {written['actor'] if written else '?'})"
+    elif written and written["outcome"] == "rolled-back":
+        msg += f"; reconciler put it back at {written['time']} after a failed apply of its shop"
     elif written:
         msg += f"; the platform still holds what reconciler set at {written['time']}: the config changed since"
     return Finding(shop=c.shop, scenario=c.scenario, category=category, kind=kind, message=msg,

@@ -279,3 +279,15 @@ def test_progress_on_a_terminal_and_in_ci_logs() -> None:
     for i in range(1, 51):
         show(i, 50, str(i))
     assert quiet.getvalue() == ""
+
+
+def test_after_a_rolled_back_apply_drift_says_so(agency: Agency) -> None:
+    shops = SHOPS.split('  - id: "100002"')[0]
+    agency.shops(shops)
+    agency.world({"100001": {}}, faults=[{"operation": "bind", "shop": "100001", "scenario": "order_status",
+                                          "error": "isv.appkey-not-found", "times": None}])
+    assert agency.run("apply", "--auto-approve").exit_code == 1
+    r = agency.run("drift", "--format", "json", "--ignore", "broken")
+    f = {(f["scenario"], f["kind"]): f for f in json.loads(r.stdout)["findings"]}[("intercept_shipment", "missing")]
+    assert f["since"] is None and f["last_written"]["outcome"] == "rolled-back"
+    assert f"reconciler put it back at {f['last_written']['time']} after a failed apply of its shop" in f["message"]
