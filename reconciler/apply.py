@@ -104,7 +104,13 @@ class ApplyResult:
 
     @property
     def applied(self) -> int:
+        """Changes of shops that were applied completely."""
         return sum(len(o.applied) for o in self.outcomes if o.ok)
+
+    @property
+    def changed(self) -> int:
+        """Changes that stay on the platform: applied ones, and those a failed rollback left."""
+        return self.applied + sum(len(o.applied) - len(o.rolled_back) for o in self.outcomes if not o.ok)
 
     @property
     def failed(self) -> list[ShopOutcome]:
@@ -112,9 +118,10 @@ class ApplyResult:
 
     @property
     def exit_code(self) -> int:
+        """0 all applied · 3 partly applied · 1 nothing changed (CONTRACT.md)."""
         if not self.failed and not self.withheld:
             return 0
-        return 3 if self.applied else 1
+        return 3 if self.changed else 1
 
 
 def _write(provider: Provider, c: Change) -> None:

@@ -155,23 +155,23 @@ class TopSettings(BaseModel):
     sessions_file: StrictStr | None = None
     sessions_env: StrictStr = "RECONCILER_SESSIONS"
     sign_method: SignMethod = "hmac-sha256"
-    qps: Annotated[float, Field(gt=0, strict=False)] = 20.0
-    timeout_s: Annotated[float, Field(gt=0, strict=False)] = 10.0
+    qps: Annotated[float, Field(gt=0)] = 20.0
+    timeout_s: Annotated[float, Field(gt=0)] = 10.0
     parallelism: Annotated[int, Field(ge=1, le=64)] = 8
     methods: dict[StrictStr, StrictStr] = {}
 
 
 class SafetySettings(BaseModel):
     model_config = _STRICT
-    max_change_share: Annotated[float, Field(ge=0, le=1, strict=False)] = 0.30
+    max_change_share: Annotated[float, Field(ge=0, le=1)] = 0.30
     min_managed: Annotated[int, Field(ge=0)] = 10
 
 
 class ApplySettings(BaseModel):
     model_config = _STRICT
     retries: Annotated[int, Field(ge=0, le=20)] = 4
-    backoff_s: Annotated[float, Field(ge=0, strict=False)] = 0.5
-    max_backoff_s: Annotated[float, Field(ge=0, strict=False)] = 30.0
+    backoff_s: Annotated[float, Field(ge=0)] = 0.5
+    max_backoff_s: Annotated[float, Field(ge=0)] = 30.0
 
 
 class HistorySettings(BaseModel):

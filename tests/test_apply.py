@@ -185,3 +185,19 @@ def test_safety_threshold_counts_managed_bindings_only(agency: Agency) -> None:
     r = agency.run("apply", "--auto-approve")
     assert r.exit_code == 0, r.output
     assert everything(agency, "100001", "100002", "100003") == {s: dict.fromkeys(ALL, NEW) for s in ("100001", "100002", "100003")}
+
+
+def test_failed_rollback_is_partly_applied_not_nothing_changed(agency: Agency) -> None:
+    """The rollback of a failed shop fails too: the platform was changed, so the run is
+    "partly applied" (exit 3), never "nothing changed" (exit 1, "Nothing applied.")."""
+    # intercept_shipment is bound to an ERP the platform no longer knows (its integration was
+    # revoked): unbinding it works, binding it back cannot.
+    agency.shops('shops:\n  - id: "100001"\n    erp: jushuitan\n'
+                 '    scenarios: {intercept_shipment: {state: unbound}, order_status: {}}\n')
+    agency.world({"100001": {"bindings": {"intercept_shipment": "99999999", "order_status": "31415926"}}},
+                 faults=[{"operation": "bind", "shop": "100001", "scenario": "order_status", "error": "isv.permission-denied"}])
+    r = agency.run("apply", "--auto-approve")
+    assert agency.bindings("100001") == {"order_status": "31415926"}  # intercept_shipment was unbound and stays so
+    assert "  ROLLBACK FAILED, the shop needs attention: intercept_shipment: " in r.stdout
+    assert "Nothing applied." not in r.stdout
+    assert r.exit_code == 3, r.output
