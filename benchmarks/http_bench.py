@@ -75,7 +75,7 @@ def stats(url: str) -> dict[str, Any]:
 
 def delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
     if isinstance(after[key], dict):
-        return sum(after[key].values()) - sum(before[key].values())
+        return int(sum(after[key].values()) - sum(before[key].values()))
     return int(after[key]) - int(before[key])
 
 

@@ -39,6 +39,7 @@ from waitress.server import create_server  # type: ignore[import-untyped]  # wai
 from . import signing
 from .platform import PlatformError, SandboxPlatform
 from .ratelimit import AppLimit
+from .signing import response_key
 
 log = logging.getLogger("reconciler.sandbox_server")
 
@@ -64,12 +65,7 @@ MESSAGES: dict[int, str] = {
 }
 
 Phase = Literal["before", "after"]
-
-
-def response_key(method: str) -> str:
-    """``erp.binding.get`` → ``erp_binding_get_response`` (a leading ``taobao_`` is dropped)."""
-    key = method.replace(".", "_")
-    return (key[len("taobao_"):] if key.startswith("taobao_") else key) + "_response"
+_MAX_REMEMBERED = 100_000
 
 
 def utc_now() -> datetime:
@@ -334,6 +330,8 @@ class Gateway:
         ban = self._limit(app_key)
         with self._lock:
             if ban is not None:
+                if len(self._refused_last) >= _MAX_REMEMBERED:  # bounded memory under a flood
+                    self._refused_last.clear()
                 if fingerprint in self._refused_last:
                     self._counters.refused_again += 1
                 self._refused_last.add(fingerprint)
@@ -452,7 +450,7 @@ class ServerHandle:
         self._close_platform = close_platform
         self._server: Any = create_server(gateway, host=host, port=port, threads=threads, ident="reconciler-sandbox",
                                           asyncore_use_poll=True, connection_limit=max(100, threads * 4),
-                                          expose_tracebacks=False)
+                                          max_request_body_size=1 << 20, expose_tracebacks=False)
         self.host = str(self._server.effective_host)
         self.port = int(self._server.effective_port)
         self.url = f"http://{self.host}:{self.port}{GATEWAY_PATH}"

@@ -1,4 +1,4 @@
-"""TOP request signing and timestamps, shared by the HTTP provider and the sandbox server.
+"""TOP request signing, timestamps and envelope keys, shared by the HTTP provider and the sandbox server.
 
 The rule (DOMAIN.md): take every parameter except ``sign`` and the empty ones, sort the
 keys by byte order, concatenate ``key + value`` with no separator, then
@@ -25,6 +25,13 @@ SIGN_METHODS: Final[tuple[str, ...]] = get_args(SignMethod)
 GMT8: Final = timezone(timedelta(hours=8), "GMT+8")
 TIMESTAMP_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 TIMESTAMP_WINDOW: Final = timedelta(minutes=10)
+
+
+def response_key(method: str) -> str:
+    """The success envelope's key: ``erp.binding.get`` → ``erp_binding_get_response`` (a leading
+    ``taobao_`` is dropped, as TOP does)."""
+    key = method.replace(".", "_")
+    return (key[len("taobao_"):] if key.startswith("taobao_") else key) + "_response"
 
 
 def canonical(params: Mapping[str, str]) -> bytes:

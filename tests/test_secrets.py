@@ -101,8 +101,8 @@ def test_no_secret_in_any_output_file_or_log(top: Agency, caplog: pytest.LogCapt
             assert_clean(f.read_bytes().decode("utf-8", "replace"), str(f))
     assert any(r.name == "httpx" for r in caplog.records)  # the HTTP library did log every request…
     assert_clean(caplog.text, "the log")  # …with the secrets masked
-    for r in caplog.records:
-        assert_clean(r.getMessage(), f"log record {r.name}")
+    for record in caplog.records:
+        assert_clean(record.getMessage(), f"log record {record.name}")
 
 
 def test_no_secret_on_a_real_terminal_with_debug(top: Agency) -> None:

@@ -28,7 +28,8 @@ from reconciler.platform import SandboxPlatform, World
 from reconciler.providers.base import RetryPolicy
 from reconciler.providers.top import TopProvider
 from reconciler.ratelimit import AppLimit
-from reconciler.sandbox_server import ServerHandle, response_key, start_server
+from reconciler.sandbox_server import ServerHandle, start_server
+from reconciler.signing import response_key
 
 APP_KEY, SECRET = "30000001", "s3cret-for-tests"
 NOW = datetime(2026, 3, 1, 4, 0, 0, tzinfo=UTC)

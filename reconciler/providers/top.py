@@ -77,11 +77,6 @@ class _MaskLog(logging.Filter):
         return True
 
 
-def response_key(method: str) -> str:
-    key = method.replace(".", "_")
-    return (key[len("taobao_"):] if key.startswith("taobao_") else key) + "_response"
-
-
 class TopProvider(Provider):
     """The TOP-protocol HTTP provider. Build it with ``from_settings``."""
 
@@ -207,10 +202,10 @@ class TopProvider(Provider):
         self._count(self.answered, method)
         if isinstance(data, dict) and isinstance(data.get("error_response"), dict):
             raise self._refusal(method, data["error_response"])
-        body = data.get(response_key(method)) if isinstance(data, dict) else None
+        body = data.get(signing.response_key(method)) if isinstance(data, dict) else None
         if not isinstance(body, dict):
             self._count(self.errors, "bad-envelope")
-            raise ProviderError(f"{method}: unexpected answer (no {response_key(method)}): {self._mask(resp.text)}")
+            raise ProviderError(f"{method}: unexpected answer (no {signing.response_key(method)}): {self._mask(resp.text)}")
         return body
 
     def _refusal(self, method: str, err: dict[str, Any]) -> ProviderError:
