@@ -265,6 +265,7 @@ class Gateway:
         try:
             params = _params(environ)
             method, shop, business = self._authorize(params)
+            call = self._prepare(method, shop, business)
         except Refused as e:
             with self._lock:
                 self._counters.refused[e.code] += 1
@@ -280,16 +281,12 @@ class Gateway:
         with self._lock:
             self._counters.handled[method] += 1
         try:
-            result = self._dispatch(method, shop, business)
+            result = call()
         except PlatformError as e:
             with self._lock:
                 self._counters.failed[method] += 1
             sub_msg = f"This ban will last for {e.ban_seconds} more seconds" if e.code == 7 and e.ban_seconds else e.msg
             return _error(e.code, e.sub_code, sub_msg, request_id)
-        except Refused as e:
-            with self._lock:
-                self._counters.failed[method] += 1
-            return _error(e.code, e.sub_code, e.sub_msg, request_id)
         except Exception:
             log.exception("the platform failed on %s (request %s)", method, request_id)
             with self._lock:
@@ -365,21 +362,25 @@ class Gateway:
                 limit = self._limits[app_key] = AppLimit(qps, burst=burst)
         return limit.admit()
 
-    def _dispatch(self, method: str, shop: str | None, p: dict[str, str]) -> dict[str, Any]:
+    def _prepare(self, method: str, shop: str | None, p: dict[str, str]) -> Callable[[], dict[str, Any]]:
+        """The platform call a request asks for, its arguments checked (40/41) but not run yet."""
         platform = self.platform
         if method == METHODS["check"]:
-            return platform.check_app(_need(p, "appkey"), _need(p, "scenario"))
+            appkey, scenario = _need(p, "appkey"), _need(p, "scenario")
+            return lambda: platform.check_app(appkey, scenario)
         assert shop is not None
         if method == METHODS["get"]:
-            return platform.get(shop)
+            return lambda: platform.get(shop)
         if method == METHODS["bind"]:
-            return platform.bind(shop, _need(p, "scenario"), _need(p, "appkey"), p.get("expected_appkey") or None)
+            scenario, appkey, expected = _need(p, "scenario"), _need(p, "appkey"), p.get("expected_appkey") or None
+            return lambda: platform.bind(shop, scenario, appkey, expected)
         if method == METHODS["unbind"]:
-            return platform.unbind(shop, _need(p, "scenario"), _need(p, "expected_appkey"))
+            scenario, current = _need(p, "scenario"), _need(p, "expected_appkey")
+            return lambda: platform.unbind(shop, scenario, current)
         if method == METHODS["selfservice"]:
-            expected = p.get("expected", "")
-            return platform.set_self_service(shop, _bool(p, "enabled", _need(p, "enabled")),
-                                             _bool(p, "expected", expected) if expected else None)
+            enabled = _bool(p, "enabled", _need(p, "enabled"))
+            was = _bool(p, "expected", p["expected"]) if p.get("expected") else None
+            return lambda: platform.set_self_service(shop, enabled, was)
         raise AssertionError(method)
 
 
