@@ -57,6 +57,7 @@ DEFAULT_METHODS: dict[str, str] = {
 # A logger's filters do not apply to its children's records: name every logger that logs.
 _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
                  "httpcore.socks")
+_METHOD_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
 
 
@@ -122,16 +123,18 @@ class TopProvider(Provider):
     @classmethod
     def from_settings(cls, settings: TopSettings, *, config_dir: Path, retry: RetryPolicy) -> TopProvider:
         """The provider the settings describe; the secret and session keys are read here."""
-        bad = sorted(set(settings.methods) - set(DEFAULT_METHODS) - set(DEFAULT_METHODS.values()))
-        if bad:
-            raise ConfigError([Issue("reconciler.yaml", 0, 0, f"provider.methods.{b}",
-                                     f"unknown method {b!r}; rename one of: {', '.join(DEFAULT_METHODS.values())}")
-                               for b in bad])
+        where = str(config_dir / "reconciler.yaml")
+        issues = [Issue(where, 0, 0, f"provider.methods.{k}",
+                        f"unknown method {k!r}; rename one of: {', '.join(DEFAULT_METHODS.values())}")
+                  for k in sorted(settings.methods) if k not in DEFAULT_METHODS and k not in DEFAULT_METHODS.values()]
+        issues += [Issue(where, 0, 0, f"provider.methods.{k}", f"{v!r} is not a method name (like erp.binding.get)")
+                   for k, v in sorted(settings.methods.items()) if not _METHOD_NAME.match(v)]
+        if not settings.url.startswith(("http://", "https://")):
+            issues.append(Issue(where, 0, 0, "provider.url", f"must be an http:// or https:// URL, not {settings.url!r}"))
+        if issues:
+            raise ConfigError(issues)
         by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
         methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
-        if not settings.url.startswith(("http://", "https://")):
-            raise ConfigError([Issue("reconciler.yaml", 0, 0, "provider.url",
-                                     f"must be an http:// or https:// URL, not {settings.url!r}")])
         secret = read_secret(settings, config_dir)
         sessions, source = read_sessions(settings, config_dir)
         return cls(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions, sessions_source=source,
