@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
-from .errors import ProviderError, StalePlan, UnsafePlan
+from .errors import ProviderError, StalePlan, UnsafePlan, mask
 from .model import Scenario, ShopState
 from .plan import Action, Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
@@ -146,14 +146,25 @@ def shop_order(changes: Sequence[Change]) -> list[Change]:
     return sorted(changes, key=lambda c: (c.action is Action.update, _SCEN_ORDER[c.scenario]))
 
 
+def _describe(e: Exception) -> str:
+    """A failure for the summary and the history. Anything that is not one of our errors
+    (a bug, a broken database) fails the shop like a platform error would — the shop is
+    still rolled back — and its text is masked, since we did not build it."""
+    if isinstance(e, ProviderError):
+        return str(e)
+    log.debug("unexpected error during apply", exc_info=True)
+    return f"unexpected {type(e).__name__}: {mask(str(e))}"
+
+
 def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder) -> ShopOutcome:
+    """Apply one shop's changes in order; on the first failure put back what was done."""
     out = ShopOutcome(shop)
     for c in shop_order(changes):
         try:
             _write(provider, c)
-        except ProviderError as e:
-            out.failed, out.error = c, str(e)
-            record(change=c, outcome="failed", error=str(e))
+        except Exception as e:
+            out.failed, out.error = c, _describe(e)
+            record(change=c, outcome="failed", error=out.error)
             break
         out.applied.append(c)
         record(change=c, outcome="applied", error=None)
@@ -163,9 +174,10 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
         undo = _undo(c)
         try:
             _write(provider, undo)
-        except ProviderError as e:
-            out.rollback_errors.append(f"{c.scenario.value}: {e}")
-            record(change=undo, outcome="rollback-failed", error=str(e))
+        except Exception as e:
+            why = _describe(e)
+            out.rollback_errors.append(f"{c.scenario.value}: {why}")
+            record(change=undo, outcome="rollback-failed", error=why)
             continue
         out.rolled_back.append(c)
         record(change=undo, outcome="rolled-back", error=None)

@@ -36,7 +36,7 @@ DEFAULT_PATH = ".reconciler/history.db"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
   id INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, git_commit TEXT, git_branch TEXT,
-  checksum TEXT, command TEXT NOT NULL);
+  checksum TEXT, command TEXT NOT NULL, finished TEXT, exit_code INTEGER);
 CREATE TABLE IF NOT EXISTS changes (
   id INTEGER PRIMARY KEY, run_id INTEGER NOT NULL REFERENCES runs(id), time TEXT NOT NULL,
   shop TEXT NOT NULL, scenario TEXT, action TEXT NOT NULL, before TEXT, after TEXT,
@@ -159,6 +159,10 @@ class History:
         self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
+        for col, kind in (("finished", "TEXT"), ("exit_code", "INTEGER")):  # databases made before these columns
+            if col not in have:
+                self._db.execute(f"ALTER TABLE runs ADD COLUMN {col} {kind}")
 
     @classmethod
     def existing(cls, path: Path) -> History | None:
@@ -167,6 +171,19 @@ class History:
 
     def close(self) -> None:
         self._db.close()
+
+    def finish_run(self, run_id: int, *, exit_code: int) -> None:
+        """Mark a run as ended; a run without an end crashed (or is still going)."""
+        with self._lock:
+            self._db.execute("UPDATE runs SET finished = ?, exit_code = ? WHERE id = ?", (now(), exit_code, run_id))
+
+    def runs(self) -> list[dict[str, object]]:
+        """Every run, oldest first: id, time, actor, git_commit, git_branch, checksum, command, finished, exit_code."""
+        with self._lock:
+            cur = self._db.execute("SELECT id, time, actor, git_commit, git_branch, checksum, command, finished, exit_code"
+                                   " FROM runs ORDER BY id")
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def start_run(self, *, actor: str, git_commit: str | None, git_branch: str | None,
                   checksum: str | None, command: str = "apply", time: str | None = None) -> int:

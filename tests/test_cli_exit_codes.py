@@ -273,3 +273,19 @@ def test_sandbox_commands_1_on_a_bad_settings_file(agency: Agency) -> None:
         assert r.exit_code == 1
         assert r.stderr == (f"Error: {agency.dir}/reconciler.yaml:1:10: safety.max_change_shar: unknown key 'max_change_shar';"
                             " did you mean 'max_change_share'?\n1 error(s) in the configuration\n")
+
+
+def test_usage_error_is_not_the_changes_pending_code(agency: Agency) -> None:
+    """plan --detailed-exitcode: 2 means changes pending; a mistyped option must not look like it."""
+    agency.shops('shops:\n  - id: "100001"\n    erp: jushuitan\n    scenarios: {intercept_shipment: {}}\n')
+    agency.world({"100001": {"bindings": {"intercept_shipment": "21345678"}}})
+    assert agency.run("plan", "--detailed-exitcode").exit_code == 0
+    r = agency.run("plan", "--detailed-exitcode", "--fromat", "json")
+    assert "No such option '--fromat'" in r.stderr
+    assert r.exit_code == 1
+    r = agency.run("--no-such-global", "plan")
+    assert r.exit_code == 1
+    r = agency.run("drift", "--no-color")
+    assert r.exit_code == 1, r.output
+    r = agency.run("sandbox", "dump", "--bogus")
+    assert r.exit_code == 1, r.output

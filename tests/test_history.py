@@ -163,8 +163,9 @@ def test_crash_mid_apply_keeps_completed_changes_and_invents_none(agency: Agency
     agency.world(WORLD)
     assert agency.run("plan").exit_code == 0   # the sandbox loads the world on first use
     # The platform's storage fails on any write to shop 100002 — not a platform refusal:
-    # in-process it escapes as an sqlite3 error (a crash); behind the HTTP gateway it
-    # becomes a transient server error, then a failed shop.
+    # in-process it is an sqlite3 error that apply did not expect; behind the HTTP gateway
+    # it becomes a transient server error. Either way that shop fails (and is rolled back)
+    # and the others are applied.
     db = sqlite3.connect(agency.db)
     try:
         for op in ("INSERT", "UPDATE"):
@@ -173,13 +174,9 @@ def test_crash_mid_apply_keeps_completed_changes_and_invents_none(agency: Agency
         db.commit()
     finally:
         db.close()
-    try:
-        r = agency.run("apply", "--auto-approve")
-        crashed = False
-        assert r.exit_code == 3, r.output
-    except sqlite3.Error:
-        crashed = True
-    assert crashed == (agency.provider == "sandbox")
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 3, r.output
+    assert "Shop 100002: FAILED" in r.stdout
     entries = _entries(agency)
     # none invented: every write the history says is applied is on the platform
     applied = [e for e in entries if e["outcome"] == "applied"]
@@ -191,10 +188,7 @@ def test_crash_mid_apply_keeps_completed_changes_and_invents_none(agency: Agency
         held = agency.bindings(shop)
         assert {(e["scenario"], e["after"]["appkey"]) for e in applied if e["shop"] == shop} == set(held.items())
     assert agency.bindings("100001") == {"intercept_shipment": "21345678", "modify_address": "21345678"}
-    if crashed:  # shops run in order; the crash stopped the run at 100002
-        assert _rows(entries) == [("100001", "intercept_shipment", "bind", {"appkey": None}, {"appkey": "21345678"}, "applied"),
-                                  ("100001", "modify_address", "bind", {"appkey": None}, {"appkey": "21345678"}, "applied")]
-        assert agency.bindings("100003") == {}
+    assert [(e["shop"], e["outcome"]) for e in entries if e["shop"] == "100002"][:1] == [("100002", "failed")]
 
 
 def test_filters_shop_limit_since(agency: Agency, ci_free: None) -> None:
@@ -250,3 +244,20 @@ def test_parse_since() -> None:
     for bad in ("yesterday", "2024-13-01", "7y"):
         with pytest.raises(ValueError):
             parse_since(bad)
+
+
+def test_runs_record_their_end_and_exit_code(agency: Agency, ci_free: None) -> None:
+    """A finished run has its exit code; a refused one too (exit 1)."""
+    from reconciler.history import History
+
+    agency.shops(SHOPS)
+    agency.world(WORLD)
+    assert agency.run("apply").exit_code == 1               # refused: stdin is not a terminal
+    assert agency.run("apply", "--auto-approve").exit_code == 0
+    h = History(agency.dir / ".reconciler" / "history.db")
+    try:
+        runs = h.runs()
+    finally:
+        h.close()
+    assert [r["exit_code"] for r in runs] == [1, 0]
+    assert all(r["finished"] for r in runs)

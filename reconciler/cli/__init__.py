@@ -14,12 +14,29 @@ from ..errors import ReconcilerError
 from .common import DEFAULT_CONFIG_DIR, State
 
 
+class _UsageError(click.UsageError):
+    """A usage error that exits 1: click's usual 2 is our "changes pending" / "drift"."""
+
+    exit_code = 1
+
+
 class _Group(click.Group):
-    """Turns every ReconcilerError into a message on stderr and exit 1 (traceback with --debug)."""
+    """Turns every ReconcilerError into a message on stderr and exit 1 (traceback with --debug),
+    and usage errors into exit 1 too: click's usual 2 is our "changes pending"."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.UsageError as e:
+            raise _UsageError(e.message, e.ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as e:
+            if isinstance(e, _UsageError):
+                raise
+            raise _UsageError(e.message, e.ctx) from None
         except ReconcilerError as e:
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise

@@ -110,6 +110,8 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
     provider = provider_for(settings, config_dir)
     history = history_for(settings, config_dir)
     commit, branch = git_info(config_dir)
+    run: int | None = None
+    code: int | None = None  # stays None when the run crashes: the history shows it unfinished
     try:
         if planfile is None:
             the_plan = make_plan(config, provider, force=force)
@@ -125,6 +127,8 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
                            before=dict(change.before), after=dict(change.after), outcome=outcome, error=error)
 
         def refuse(e: ReconcilerError) -> None:
+            nonlocal code
+            code = 1
             for c in the_plan.changes:
                 record(change=c, outcome="refused", error=str(e).splitlines()[0])
             raise e
@@ -139,7 +143,8 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
             for p in the_plan.errors:
                 err(problem_line(p))
             click.echo("Nothing to apply." if not the_plan.errors else "Nothing applied: every pending shop has errors.")
-            ctx.exit(1 if the_plan.errors else 0)
+            code = 1 if the_plan.errors else 0
+            ctx.exit(code)
         if planfile is None and not auto_approve:
             if not sys.stdin.isatty():
                 refuse(UnsafePlan("refusing to apply: stdin is not a terminal; review the plan and pass --auto-approve,"
@@ -148,7 +153,10 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
                 refuse(UnsafePlan("apply cancelled; nothing changed"))
         result = apply_plan(the_plan, provider, record=record, progress=progress_printer("applying"),
                             parallelism=getattr(provider, "parallelism", 1))
+        code = result.exit_code
     finally:
+        if run is not None and code is not None:
+            history.finish_run(run, exit_code=code)
         provider.close()
         history.close()
     click.echo(apply_summary(result, the_plan, erp_names), nl=False)
