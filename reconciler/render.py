@@ -66,7 +66,10 @@ def plan_text(plan: Plan, *, erp_names: Mapping[str, str], shop_names: Mapping[s
     shop_names = shop_names or {}
     by_shop = plan.by_shop()
     if not plan.changes:
-        lines.append("No changes. The platform matches the configuration.")
+        if plan.errors:
+            lines.append("No changes can be applied: the shops that differ have errors (see Problems).")
+        else:
+            lines.append("No changes. The platform matches the configuration.")
     for shop, changes in by_shop.items():
         title = f"shop {shop}" + (f" {shop_names[shop]}" if shop_names.get(shop) else "")
         lines.append(_style(f"  # {title}", None, colour, bold=True))
@@ -218,6 +221,9 @@ def plan_markdown(plan: Plan, *, erp_names: Mapping[str, str], shop_names: Mappi
         head.append(f"**{s['bind']}** to bind · **{s['rotate']}** to rotate · **{s['unbind']}** to unbind ·"
                     f" **{s['update']}** to update, in {_plural(len(changes), 'shop')} of {len(plan.shops)} planned;"
                     f" {_plural(len(errors), 'error')}, {_plural(len(warnings), 'warning')}.\n\n")
+    elif errors:
+        head.append(f"**No changes can be applied:** the shops that differ have errors ({_plural(len(plan.shops), 'shop')}"
+                    f" planned; {_plural(len(errors), 'error')}, {_plural(len(warnings), 'warning')}).\n\n")
     else:
         head.append(f"**No changes.** The platform matches the configuration ({_plural(len(plan.shops), 'shop')} planned;"
                     f" {_plural(len(errors), 'error')}, {_plural(len(warnings), 'warning')}).\n\n")

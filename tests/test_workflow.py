@@ -53,3 +53,18 @@ def test_changing_erp_rotates_every_scenario(agency: Agency) -> None:
     r = agency.run("apply", "--auto-approve")
     assert r.exit_code == 0, r.output
     assert set(agency.bindings("100001").values()) == {"31415926"}
+
+
+def test_plan_with_only_withheld_shops_does_not_claim_a_match(agency: Agency) -> None:
+    """旺店通 has not integrated order_status: the shop is withheld, plan exits 1 and does not say
+    the platform matches the configuration."""
+    agency.shops('shops:\n  - id: "100001"\n    erp: wangdiantong\n    scenarios: {intercept_shipment: {}, order_status: {}}\n')
+    agency.world({"100001": {}})
+    r = agency.run("plan")
+    assert r.exit_code == 1
+    assert r.stdout.startswith("No changes can be applied: the shops that differ have errors (see Problems).\n")
+    assert "  error   100001 order_status: ERP wangdiantong (12345679) has not integrated order_status through Qimen" in r.stdout
+    assert "  info    100001: 2 change(s) of this shop withheld until the errors are fixed" in r.stdout
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 1
+    assert agency.bindings("100001") == {}
