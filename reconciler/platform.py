@@ -251,6 +251,11 @@ class SandboxPlatform:
         """Consume a matching fault in a transaction of its own and raise it after the commit,
         so the failing call's rollback does not undo the count (``times: 1`` fails once)."""
         hit: PlatformError | None = None
+        with self._lock:  # the common case, no fault armed for this operation: no write transaction
+            armed = self._db.execute("SELECT 1 FROM faults WHERE operation = ? AND (times IS NULL OR times > 0) LIMIT 1",
+                                     (op,)).fetchone()
+        if armed is None:
+            return
         with self._tx() as db:
             try:
                 self._fault(db, op, shop, scenario)
