@@ -12,10 +12,12 @@ longer hold, before anything is written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
+
+from deepdiff import DeepDiff
 
 from .config import Config
 from .errors import ProviderError, StalePlan, UnsafePlan, mask
@@ -37,29 +39,50 @@ def make_plan(config: Config, provider: Provider, *, force: bool = False) -> Pla
                         safety=config.settings.safety, force=force)
 
 
-def _current(state: ShopState, change: Change) -> dict[str, Any]:
+def _field(change: Change) -> tuple[str, str]:
+    """(key in the shop's projection, name of the value) a change reads and writes."""
     if change.action is Action.update:
-        return {"buyer_self_service": state.buyer_self_service}
-    return {"appkey": state.appkey(change.scenario)}
+        return "buyer_self_service", "buyer_self_service"
+    return change.scenario.value, "appkey"
+
+
+def _projection(state: ShopState, keys: Iterable[str]) -> dict[str, Any]:
+    return {k: state.buyer_self_service if k == "buyer_self_service" else state.appkey(Scenario(k)) for k in keys}
 
 
 def check_stale(plan: Plan, provider: Provider) -> None:
-    """Refuse (StalePlan) when any binding the plan touches no longer matches its ``before``."""
-    shops = sorted({c.shop for c in plan.changes})
-    if not shops:
-        return
-    actual = provider.read(shops)
-    stale: list[str] = []
+    """Refuse (StalePlan) when any binding the plan touches no longer matches its ``before``.
+
+    Each shop's touched values are compared as plain dicts first; only for a shop that
+    differs does deepdiff name the fields, old and new."""
+    expected: dict[str, dict[str, Any]] = {}
+    by_field: dict[tuple[str, str], Change] = {}
     for c in plan.changes:
-        state = actual[c.shop]
+        key, name = _field(c)
+        expected.setdefault(c.shop, {})[key] = c.before.get(name)
+        by_field[(c.shop, key)] = c
+    if not expected:
+        return
+    actual = provider.read(sorted(expected))
+    stale: list[tuple[tuple[str, str, str], str]] = []
+    for shop, want in sorted(expected.items()):
+        state = actual[shop]
         if isinstance(state, ProviderError):
-            raise StalePlan(f"cannot verify the plan: shop {c.shop}: {state}")
-        now = _current(state, c)
-        if now != dict(c.before):
-            stale.append(f"  {c.shop} {c.scenario.value} {c.action.value}: plan expects {_show(c.before)}, platform has {_show(now)}")
+            raise StalePlan(f"cannot verify the plan: shop {shop}: {state}")
+        now = _projection(state, want)
+        if now == want:
+            continue
+        diff = DeepDiff(want, now, verbose_level=2)
+        for kind in ("values_changed", "type_changes"):
+            for path, detail in diff.get(kind, {}).items():
+                c = by_field[(shop, path[len("root['"):-len("']")])]
+                name = _field(c)[1]
+                stale.append((c.key, f"  {shop} {c.scenario.value} {c.action.value}: plan expects"
+                                     f" {_show({name: detail['old_value']})}, platform has {_show({name: detail['new_value']})}"))
     if stale:
+        stale.sort()
         raise StalePlan("the saved plan is stale: the platform changed since it was made; nothing was applied\n"
-                        + "\n".join(stale) + "\nmake a new plan")
+                        + "\n".join(line for _, line in stale) + "\nmake a new plan")
 
 
 def _show(v: Any) -> str:
