@@ -15,7 +15,7 @@ import html as _html
 import json
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import click
@@ -31,15 +31,22 @@ COLOUR = {Action.bind: "green", Action.rotate: "yellow", Action.unbind: "red", A
 SEV_COLOUR = {"error": "red", "warning": "yellow", "info": "blue"}
 
 
-def value_label(change: Change, side: str, erp_names: Mapping[str, str]) -> str:
+def _plain(text: str) -> str:
+    return text
+
+
+def value_label(change: Change, side: str, erp_names: Mapping[str, str], *, name: Callable[[str], str] = _plain,
+                key: Callable[[str], str] = _plain, text: Callable[[str], str] = _plain, unbound: str = "unbound") -> str:
+    """One side of a change for people: ``jushuitan (21345678)``, ``unbound``, ``buyer_self_service=true``.
+    The callables escape or mark up each part (Markdown uses them)."""
     v = dict(change.before if side == "before" else change.after)
     if "appkey" in v:
-        key = v["appkey"]
-        if key is None:
-            return "unbound"
-        name = erp_names.get(str(key))
-        return f"{name} ({key})" if name else str(key)
-    return ", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(v.items()))
+        appkey = v["appkey"]
+        if appkey is None:
+            return unbound
+        erp = erp_names.get(str(appkey))
+        return f"{name(erp)} ({key(str(appkey))})" if erp else key(str(appkey))
+    return text(", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(v.items())))
 
 
 def _style(text: str, colour: str | None, enabled: bool, bold: bool = False) -> str:
@@ -160,14 +167,7 @@ def _plural(n: int, word: str) -> str:
 
 
 def _md_value(change: Change, side: str, erp_names: Mapping[str, str]) -> str:
-    v = dict(change.before if side == "before" else change.after)
-    if "appkey" in v:
-        key = v["appkey"]
-        if key is None:
-            return "*unbound*"
-        name = erp_names.get(str(key))
-        return f"{md(name)} ({code(key)})" if name else code(key)
-    return md(value_label(change, side, erp_names))
+    return value_label(change, side, erp_names, name=md, key=code, text=md, unbound="*unbound*")
 
 
 def _shop_title(shop: str, name: str | None) -> str:
