@@ -36,7 +36,8 @@ def make_plan(config: Config, provider: Provider, *, force: bool = False) -> Pla
     actual = provider.read([s.id for s in config.shops])
     checks = provider.check_apps(needed_checks(config.shops))
     return compute_plan(config.shops, actual, checks, config.erp_names_by_appkey(),
-                        safety=config.settings.safety, force=force)
+                        safety=config.settings.safety, force=force,
+                        managed_total=config.managed_total or None, share_of_total=config.selected_by_shop)
 
 
 def _field(change: Change) -> tuple[str, str]:

@@ -62,6 +62,10 @@ class Config:
     shops: list[DesiredShop]
     warnings: list[Issue] = field(default_factory=list)
     settings_file: str | None = None
+    # The safety threshold is measured against the whole configuration, not only the shops a
+    # --shop or --shard selection leaves (a small selection must not slip under min_managed).
+    managed_total: int = 0
+    selected_by_shop: bool = False
 
     def erp_names_by_appkey(self) -> dict[str, str]:
         out: dict[str, str] = {}
@@ -348,6 +352,7 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
         raise ConfigError(issues)
     assert settings is not None and catalog is not None
     erps = catalog.specs
+    managed_total = sum(len(s.bindings) for s in desired)
     if shops is not None:
         unknown = sorted(shops - {s.id for s in desired})
         if unknown:
@@ -357,6 +362,7 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
     return Config(
         dir=root, display_dir=shown, settings=settings, erps=erps, shops=desired, warnings=warnings,
         settings_file=_display(shown, SETTINGS_FILE) if (root / SETTINGS_FILE).exists() else None,
+        managed_total=managed_total, selected_by_shop=shops is not None,
     )
 
 

@@ -308,8 +308,16 @@ def compute_plan(
     *,
     safety: SafetySettings | None = None,
     force: bool = False,
+    managed_total: int | None = None,
+    share_of_total: bool = False,
 ) -> Plan:
-    """The plan for ``desired`` shops; ``actual`` must hold every one of them."""
+    """The plan for ``desired`` shops; ``actual`` must hold every one of them.
+
+    Safety: ``managed_total`` (every managed binding of the configuration) decides whether
+    the threshold applies at all (``min_managed``), so a small ``--shop``/``--shard``
+    selection cannot slip under it. The share is measured over the planned shops — a shard
+    is a fair sample of the agency — or, with ``share_of_total`` (a hand-picked ``--shop``
+    selection, which is no sample), over the whole configuration."""
     safety = safety or SafetySettings()
     changes: list[Change] = []
     problems: list[Problem] = []
@@ -324,8 +332,10 @@ def compute_plan(
         changes += c
         problems += p
     disruptive = sum(1 for c in changes if c.action in DISRUPTIVE)
-    if managed >= safety.min_managed and managed and disruptive / managed > safety.max_change_share:
-        share = f"{disruptive} of {managed} managed bindings ({disruptive / managed:.0%}," \
+    total = managed if managed_total is None else max(managed_total, managed)
+    basis = total if share_of_total else managed
+    if total >= safety.min_managed and basis and disruptive / basis > safety.max_change_share:
+        share = f"{disruptive} of {basis} managed bindings ({disruptive / basis:.0%}," \
                 f" over the {safety.max_change_share:.0%} safety threshold)"
         if force:
             problems.append(Problem(None, None, "warning", "unsafe", f"plan rotates or unbinds {share}; allowed by --force"))
@@ -333,7 +343,7 @@ def compute_plan(
             problems.append(Problem(None, None, "error", "unsafe",
                                     f"plan would rotate or unbind {share}; apply refuses without --force"))
     changes.sort(key=lambda c: c.key)
-    problems.sort(key=lambda p: (p.shop or "", p.scenario.value if p.scenario else "", _SEV_ORDER[p.severity], p.kind, p.message))
+    problems.sort(key=lambda p: (p.shop or "", _SEV_ORDER[p.severity], p.scenario.value if p.scenario else "", p.kind, p.message))
     return Plan(changes=tuple(changes), problems=tuple(problems), managed=managed, force=force,
                 shops=tuple(s.id for s in desired))
 

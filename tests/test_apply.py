@@ -201,3 +201,27 @@ def test_failed_rollback_is_partly_applied_not_nothing_changed(agency: Agency) -
     assert "  ROLLBACK FAILED, the shop needs attention: intercept_shipment: " in r.stdout
     assert "Nothing applied." not in r.stdout
     assert r.exit_code == 3, r.output
+
+
+def test_a_selection_cannot_slip_under_the_safety_threshold(agency: Agency) -> None:
+    """--shop and --shard select fewer than min_managed bindings; the threshold still holds,
+    since min_managed is counted over the whole configuration."""
+    agency.shops(rotating_shops(*SHOPS4))
+    agency.world(on_old_erp(*SHOPS4))  # all 12 managed bindings would rotate
+    before = everything(agency, *SHOPS4)
+    # a hand-picked --shop selection is measured against the whole config: 6 of 12
+    r = agency.run("apply", "--auto-approve", "--shop", "100001", "--shop", "100002")
+    assert r.exit_code == 1, r.output
+    assert "rotate or unbind 6 of 12 managed bindings (50%" in r.stderr
+    # one shop is 3 of 12 (25 %): a targeted rotation goes ahead
+    r = agency.run("apply", "--auto-approve", "--shop", "100003")
+    assert r.exit_code == 0, r.output
+    assert agency.bindings("100003") == dict.fromkeys(ALL, NEW)
+    agency.world(on_old_erp(*SHOPS4))
+    # a shard is a sample: its own share (100 %) counts, however few shops it holds
+    for k in range(1, 5):
+        r = agency.run("plan", "--shard", f"{k}/4")
+        if "0 of 4 shop(s)" not in r.stderr:
+            assert r.exit_code == 1, r.output
+            assert "over the 30% safety threshold" in r.stdout
+    assert everything(agency, *SHOPS4) == before
