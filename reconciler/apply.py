@@ -12,6 +12,7 @@ longer hold, before anything is written.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -125,6 +126,7 @@ class ShopOutcome:
 class ApplyResult:
     outcomes: list[ShopOutcome]
     withheld: list[str] = field(default_factory=list)
+    not_started: list[str] = field(default_factory=list)  # shops skipped after an interrupt
 
     @property
     def applied(self) -> int:
@@ -143,7 +145,7 @@ class ApplyResult:
     @property
     def exit_code(self) -> int:
         """0 all applied · 3 partly applied · 1 nothing changed (CONTRACT.md)."""
-        if not self.failed and not self.withheld:
+        if not self.failed and not self.withheld and not self.not_started:
             return 0
         return 3 if self.changed else 1
 
@@ -209,30 +211,41 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
 
 
 def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None,
-               progress: Progress | None = None, parallelism: int = 1) -> ApplyResult:
-    """Write the plan; see the module doc for ordering, rollback and isolation."""
+               progress: Progress | None = None, parallelism: int = 1, stop: threading.Event | None = None) -> ApplyResult:
+    """Write the plan; see the module doc for ordering, rollback and isolation.
+
+    ``stop`` (set on Ctrl-C or SIGTERM) is checked before each shop: shops already under way
+    finish — all or nothing each — and the rest are not started."""
     rec: Recorder = record or (lambda **_: None)
     groups = plan.by_shop()
     shops = sorted(groups)
     total = len(shops)
     done = 0
 
-    def one(shop: str) -> ShopOutcome:
+    def one(shop: str) -> ShopOutcome | None:
+        if stop is not None and stop.is_set():
+            return None
         return apply_shop(provider, shop, groups[shop], rec)
 
     outcomes: list[ShopOutcome] = []
+    not_started: list[str] = []
+
+    def collect(shop: str, o: ShopOutcome | None) -> None:
+        nonlocal done
+        if o is None:
+            not_started.append(shop)
+            return
+        outcomes.append(o)
+        done += 1
+        if progress:
+            progress(done, total, shop)
+
     if parallelism <= 1 or total <= 1:
         for shop in shops:
-            outcomes.append(one(shop))
-            done += 1
-            if progress:
-                progress(done, total, shop)
+            collect(shop, one(shop))
     else:
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             for shop, o in zip(shops, pool.map(one, shops), strict=True):
-                outcomes.append(o)
-                done += 1
-                if progress:
-                    progress(done, total, shop)
+                collect(shop, o)
     withheld = sorted({p.shop for p in plan.problems if p.severity == "error" and p.shop})
-    return ApplyResult(outcomes=outcomes, withheld=withheld)
+    return ApplyResult(outcomes=outcomes, withheld=withheld, not_started=not_started)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -141,3 +144,30 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Sha
 shard_option = click.option(
     "--shard", callback=_shard, metavar="K/N",
     help="Only shard K of N: shops split by a stable hash of their id, so N CI jobs cover each shop once.")
+
+
+@contextmanager
+def graceful_interrupt(stop: threading.Event) -> Iterator[None]:
+    """While applying, the first Ctrl-C (or SIGTERM, as a cancelled CI job sends) only sets
+    ``stop``: shops under way finish, all or nothing each, and no new shop starts. A second
+    one aborts at once. Outside the main thread (no signals there) this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handler(signum: int, frame: object) -> None:
+        if stop.is_set():
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt
+        stop.set()
+        err(f"\n{signal.Signals(signum).name} received: finishing the shops under way (all or nothing each),"
+            " starting no new one; send it again to abort at once.")
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, h in previous.items():
+            signal.signal(sig, h)

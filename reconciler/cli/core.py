@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,19 @@ from ..history import default_actor, git_info
 from ..plan import Change, Plan, plan_from_data
 from ..render import plan_json, plan_text, problem_line, value_label
 from ..shard import Shard
-from .common import err, history_for, load, progress_printer, provider_for, settings_only, shard_option, shop_option, state, write_atomic
+from .common import (
+    err,
+    graceful_interrupt,
+    history_for,
+    load,
+    progress_printer,
+    provider_for,
+    settings_only,
+    shard_option,
+    shop_option,
+    state,
+    write_atomic,
+)
 
 
 @click.command()
@@ -151,8 +164,10 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
                                   " or apply a saved plan (plan --out FILE, then apply FILE)"))
             if not click.confirm(f"Apply {len(the_plan.changes)} change(s)?", default=False):
                 refuse(UnsafePlan("apply cancelled; nothing changed"))
-        result = apply_plan(the_plan, provider, record=record, progress=progress_printer("applying"),
-                            parallelism=getattr(provider, "parallelism", 1))
+        stop = threading.Event()
+        with graceful_interrupt(stop):
+            result = apply_plan(the_plan, provider, record=record, progress=progress_printer("applying"),
+                                parallelism=getattr(provider, "parallelism", 1), stop=stop)
         code = result.exit_code
     finally:
         if run is not None and code is not None:
@@ -181,6 +196,9 @@ def apply_summary(result: ApplyResult, the_plan: Plan, erp_names: dict[str, str]
             lines.append(f"  ROLLBACK FAILED, the shop needs attention: {r}")
     for shop in result.withheld:
         lines.append(f"Shop {shop}: withheld (see the plan's errors).")
+    if result.not_started:
+        lines.append(f"Interrupted: {len(result.not_started)} shop(s) not started: {', '.join(result.not_started[:10])}"
+                     + (" …" if len(result.not_started) > 10 else "") + " (plan again to see what is left)")
     if result.exit_code == 0:
         lines.append("Apply complete.")
     elif result.exit_code == 3:

@@ -1,0 +1,63 @@
+"""Ctrl-C / SIGTERM during apply: shops under way finish (all or nothing), no new one starts."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from conftest import Agency
+
+from reconciler.apply import apply_plan, make_plan
+from reconciler.cli.common import graceful_interrupt
+from reconciler.config import load_config
+from reconciler.plan import Change
+from reconciler.providers import open_provider
+
+OLD, NEW = "31415926", "21345678"
+ALL = ("intercept_shipment", "modify_address", "order_status")
+SHOPS = ("100001", "100002", "100003")
+
+
+def test_stop_lets_the_shop_under_way_finish_and_starts_no_other(agency: Agency) -> None:
+    agency.shops("shops:\n" + "".join(
+        f'  - id: "{s}"\n    erp: jushuitan\n    scenarios: {{intercept_shipment: {{}}, modify_address: {{}}, order_status: {{}}}}\n'
+        for s in SHOPS))
+    agency.world({s: {"bindings": dict.fromkeys(ALL, OLD)} for s in SHOPS})
+    assert agency.run("plan").exit_code == 0  # the world is loaded on first use
+    config = load_config(agency.dir)
+    provider = open_provider(config.settings, config.dir)
+    stop = threading.Event()
+    seen: list[tuple[str, str]] = []
+
+    def record(*, change: Change, outcome: str, error: str | None) -> None:
+        seen.append((change.shop, outcome))
+        stop.set()  # "Ctrl-C" right after the first write of the first shop
+
+    try:
+        result = apply_plan(make_plan(config, provider, force=True), provider, record=record, stop=stop)
+    finally:
+        provider.close()
+    assert agency.bindings("100001") == dict.fromkeys(ALL, NEW)  # finished whole, not split
+    assert agency.bindings("100002") == dict.fromkeys(ALL, OLD)
+    assert agency.bindings("100003") == dict.fromkeys(ALL, OLD)
+    assert result.not_started == ["100002", "100003"]
+    assert result.exit_code == 3
+    assert seen == [("100001", "applied")] * 3
+
+
+def test_first_signal_sets_stop_and_second_aborts(tmp_path: Path) -> None:
+    stop = threading.Event()
+    before: Any = signal.getsignal(signal.SIGTERM)
+    with graceful_interrupt(stop):
+        signal.raise_signal(signal.SIGTERM)
+        assert stop.is_set()
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            aborted = True
+        else:
+            aborted = False
+        assert aborted
+    assert signal.getsignal(signal.SIGTERM) is before
