@@ -188,11 +188,17 @@ _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at mos
            "greater_than": ("greater than", "gt"), "less_than": ("less than", "lt")}
 
 
+_SECRET_VALUES = frozenset({"app_secret", "session", "secret", "session_key"})
+
+
 def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None) -> tuple[PathT, str, bool]:
     """A user's message for one pydantic error: (path, message, point at the key rather than the value)."""
     kind = err["type"]
     value = err.get("input")
     last = path[-1] if path else ""
+    if str(last) in _SECRET_VALUES and kind != "extra_forbidden":
+        # a secret (world files hold the app secret and session keys): never echo the value
+        return path, "must be a quoted, non-empty string (the value is not shown: it is a secret)", False
     if kind == "extra_forbidden":
         key = str(last)
         if key == "buyer_self_service":

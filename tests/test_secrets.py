@@ -165,7 +165,7 @@ def test_bad_session_files_are_reported_without_their_values(top: Agency) -> Non
     top.write(SESSIONS_FILE, "100001: SESSKEY-7f3a-100001\n\"100002\": 9931\n\"100003\": ''\n")
     r = top.run("plan")
     assert r.exit_code == 1
-    assert "100001 is not a shop id (a quoted string of digits)" in r.stderr
+    assert "entry 1: the key is not a shop id (a quoted string of digits" in r.stderr
     assert "the session key of shop 100002 must be a non-empty string" in r.stderr
     assert "the session key of shop 100003 must be a non-empty string" in r.stderr
     assert "9931" not in r.stderr
@@ -174,3 +174,23 @@ def test_bad_session_files_are_reported_without_their_values(top: Agency) -> Non
     r = top.run("plan")
     assert r.exit_code == 1 and "expected a mapping of shop id to session key" in r.stderr
     assert_clean(r.output, "a sessions file that is a list")
+
+
+def test_a_sessions_file_written_the_wrong_way_round_is_not_echoed(top: Agency) -> None:
+    """{session: shop} instead of {shop: session}: the error names the entry, never the key."""
+    (top.dir / SESSIONS_FILE).write_text(yaml.safe_dump({s: sid for sid, s in SESSIONS.items()}), encoding="utf-8")
+    r = top.run("plan")
+    assert r.exit_code == 1
+    assert "entry 1: the key is not a shop id" in r.stderr
+    assert_clean(r.output, "plan with a swapped sessions file")
+
+
+def test_world_file_errors_do_not_echo_secrets(tmp_path: Path) -> None:
+    """An unquoted numeric app secret or session key is an error that does not show the value."""
+    (tmp_path / "w.yaml").write_text('app: {app_key: "30000001", app_secret: 987654321}\n'
+                                     'shops:\n  "100001": {session: 123456789}\n', encoding="utf-8")
+    r = CliRunner().invoke(main, ["-C", str(tmp_path), "sandbox", "load", str(tmp_path / "w.yaml")])
+    assert r.exit_code == 1
+    assert f"{tmp_path / 'w.yaml'}:1:40: app.app_secret: must be a quoted, non-empty string" in r.stderr
+    assert f"{tmp_path / 'w.yaml'}:3:23: shops.100001.session: must be a quoted" in r.stderr
+    assert "987654321" not in r.output and "123456789" not in r.output

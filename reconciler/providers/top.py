@@ -383,9 +383,10 @@ def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, st
         raise ReconcilerError(f"{where}: expected a mapping of shop id to session key")
     problems: list[str] = []
     out: dict[str, str] = {}
-    for shop, session in data.items():
+    for n, (shop, session) in enumerate(data.items(), start=1):
         if not isinstance(shop, str) or not SHOP_ID_RE.match(shop):
-            problems.append(f"{shop!r} is not a shop id (a quoted string of digits)")
+            # never echo the key: a file written the wrong way round holds session keys there
+            problems.append(f"entry {n}: the key is not a shop id (a quoted string of digits; the file maps shop id → session key)")
         elif not isinstance(session, str) or not session.strip():
             problems.append(f"the session key of shop {shop} must be a non-empty string")
         else:
