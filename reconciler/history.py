@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import sqlite3
 import subprocess
 import threading
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import HistorySettings
+from .storage import open_sqlite
 
 FORMAT_VERSION = 1
 DEFAULT_PATH = ".reconciler/history.db"
@@ -153,12 +153,9 @@ class History:
     """The history database of a config dir. Thread-safe (one lock, one connection)."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA, what="history database", synchronous="FULL")
         have = {r[1] for r in self._db.execute("PRAGMA table_info(runs)")}
         for col, kind in (("finished", "TEXT"), ("exit_code", "INTEGER")):  # databases made before these columns
             if col not in have:

@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 
 from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
+from .storage import open_sqlite
 
 Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
 
@@ -121,13 +122,8 @@ class SandboxPlatform:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
-            self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+        self._db = open_sqlite(path, _SCHEMA, what="sandbox database")
 
     def close(self) -> None:
         with self._lock:

@@ -289,3 +289,23 @@ def test_usage_error_is_not_the_changes_pending_code(agency: Agency) -> None:
     assert r.exit_code == 1, r.output
     r = agency.run("sandbox", "dump", "--bogus")
     assert r.exit_code == 1, r.output
+
+
+@pytest.mark.parametrize("broken", ["sandbox.db", "history.db"])
+def test_a_corrupt_database_is_an_error_naming_it_not_a_traceback(tmp_path: Path, broken: str) -> None:
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    cfg = tmp_path / "configs"
+    (cfg / "shops").mkdir(parents=True)
+    (cfg / "erps.yaml").write_text('erps: {jushuitan: {appkey: "21345678"}}\n', encoding="utf-8")
+    (cfg / "shops" / "a.yaml").write_text('shops: [{id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}]\n',
+                                          encoding="utf-8")
+    (cfg / ".reconciler").mkdir()
+    (cfg / ".reconciler" / broken).write_bytes(b"garbage, not SQLite")
+    r = CliRunner().invoke(main, ["-C", str(cfg), "apply", "--auto-approve"])
+    assert r.exit_code == 1
+    assert r.stderr == (f"Error: {cfg / '.reconciler' / broken}: the {broken.split('.')[0]} database is unreadable"
+                        " (file is not a database); move it away to start a new one\n")
+    assert (cfg / ".reconciler" / broken).read_bytes() == b"garbage, not SQLite"

@@ -4,6 +4,7 @@ exit codes. Commands live in submodules; ``main`` is the console script."""
 from __future__ import annotations
 
 import logging
+import sqlite3
 import sys
 from typing import Any
 
@@ -41,6 +42,11 @@ class _Group(click.Group):
             if ctx.obj is not None and getattr(ctx.obj, "debug", False):
                 raise
             click.echo(f"Error: {e}", err=True)
+            ctx.exit(1)
+        except sqlite3.Error as e:  # a database of ours broke while in use (opening it is checked)
+            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                raise
+            click.echo(f"Error: database error: {e}", err=True)
             ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
