@@ -302,10 +302,14 @@ def _load_file(path: Path, display: str, issues: list[Issue]) -> Document | None
 
 
 def shop_files(root: Path) -> list[Path]:
+    """Every ``*.yaml``/``*.yml`` entry of ``shops/`` except hidden ones (editor lock files).
+
+    Entries that are not readable files (a directory, a dangling link) are returned too, so
+    that reading them reports an error instead of their shops silently becoming unmanaged."""
     d = root / SHOPS_DIR
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
 
 
 def load_settings(config_dir: str | os.PathLike[str]) -> tuple[Settings, str | None]:

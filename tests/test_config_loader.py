@@ -96,3 +96,17 @@ def test_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
     messages = [i.message for i in e.value.issues if i.severity == "error"]
     assert len(messages) == 21
     assert messages[-1] == "… and 311 more anchor(s) or alias(es) up to here"  # 31 anchors + 300 aliases - 20 listed
+
+
+def test_shop_entries_that_are_not_files_are_errors_not_silently_unmanaged(tmp_path: Path) -> None:
+    write(tmp_path, "erps.yaml", ERPS)
+    write(tmp_path, "shops/a.yaml", 'shops: [{id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}]\n')
+    (tmp_path / "shops" / "dir.yaml").mkdir()
+    (tmp_path / "shops" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
+    (tmp_path / "shops" / ".#a.yaml").symlink_to(tmp_path / "nowhere.yaml")  # an editor's lock file: ignored
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path)
+    assert [str(i) for i in e.value.issues] == [
+        f"{tmp_path}/shops/dir.yaml: cannot read: Is a directory",
+        f"{tmp_path}/shops/gone.yaml: cannot read: No such file or directory",
+    ]
