@@ -10,8 +10,9 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, field_validator, model_validator
 
 
 class Scenario(StrEnum):
@@ -142,6 +143,16 @@ class SandboxSettings(BaseModel):
 
 SignMethod = Literal["md5", "hmac", "hmac-sha256"]
 
+# Logical operation → the method name the platform answers by default (PLATFORM-API.md).
+DEFAULT_METHODS: dict[str, str] = {
+    "get": "erp.binding.get",
+    "bind": "erp.binding.bind",
+    "unbind": "erp.binding.unbind",
+    "selfservice": "erp.selfservice.set",
+    "check": "erp.app.check",
+}
+METHOD_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
+
 
 class TopSettings(BaseModel):
     """The real platform over HTTP (TOP protocol). Secrets come from the environment or files."""
@@ -159,6 +170,25 @@ class TopSettings(BaseModel):
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
     parallelism: Annotated[int, Field(ge=1, le=64)] = 8
     methods: dict[StrictStr, StrictStr] = {}
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: str) -> str:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"must be an http:// or https:// URL (like http://127.0.0.1:8765/router/rest), not {url!r}")
+        return url
+
+    @field_validator("methods")
+    @classmethod
+    def _method_names(cls, methods: dict[str, str]) -> dict[str, str]:
+        problems = [f"unknown method {k!r}; rename one of: {', '.join(DEFAULT_METHODS)}"
+                    for k in sorted(methods) if k not in DEFAULT_METHODS and k not in DEFAULT_METHODS.values()]
+        problems += [f"{k}: {v!r} is not a method name (like erp.binding.get)"
+                     for k, v in sorted(methods.items()) if not METHOD_NAME_RE.match(v)]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return methods
 
 
 class SafetySettings(BaseModel):

@@ -110,3 +110,22 @@ def test_shop_entries_that_are_not_files_are_errors_not_silently_unmanaged(tmp_p
         f"{tmp_path}/shops/dir.yaml: cannot read: Is a directory",
         f"{tmp_path}/shops/gone.yaml: cannot read: No such file or directory",
     ]
+
+
+def test_validate_checks_the_top_provider_settings_with_their_lines(tmp_path: Path) -> None:
+    write(tmp_path, "erps.yaml", ERPS)
+    write(tmp_path, "reconciler.yaml", """\
+        provider:
+          kind: top
+          url: 127.0.0.1:8765
+          app_key: "30000001"
+          methods: {get: "bad name", foo: x.y}
+        """)
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path)
+    assert [str(i) for i in e.value.issues if i.severity == "error"] == [
+        f"{tmp_path}/reconciler.yaml:3:8: provider.url: must be an http:// or https:// URL"
+        " (like http://127.0.0.1:8765/router/rest), not '127.0.0.1:8765'",
+        f"{tmp_path}/reconciler.yaml:5:12: provider.methods: unknown method 'foo'; rename one of: get, bind, unbind,"
+        " selfservice, check; get: 'bad name' is not a method name (like erp.binding.get)",
+    ]

@@ -301,6 +301,6 @@ def test_renamed_methods_go_on_the_wire(tmp_path: Path, monkeypatch: pytest.Monk
         a.write("reconciler.yaml", "provider: {kind: sandbox}\n")
         r = a.run("plan")
         assert r.exit_code == 1
-        assert "provider.methods.erp.binding.list: unknown method" in r.stderr
+        assert "provider.methods: unknown method 'erp.binding.list'; rename one of: get, bind" in r.stderr
     finally:
         a.close()

@@ -39,25 +39,16 @@ import httpx
 import yaml
 
 from .. import signing
-from ..errors import ConfigError, ConflictError, Issue, ProviderError, ReconcilerError, mask
-from ..model import SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
+from ..errors import ConflictError, ProviderError, ReconcilerError, mask
+from ..model import DEFAULT_METHODS, SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
 from ..ratelimit import ClientLimiter
 from .base import Provider, RetryPolicy, platform_error, state_from_body
 
 log = logging.getLogger("reconciler.provider.top")
 
-# Logical operation → the method name the platform answers by default (PLATFORM-API.md).
-DEFAULT_METHODS: dict[str, str] = {
-    "get": "erp.binding.get",
-    "bind": "erp.binding.bind",
-    "unbind": "erp.binding.unbind",
-    "selfservice": "erp.selfservice.set",
-    "check": "erp.app.check",
-}
 # A logger's filters do not apply to its children's records: name every logger that logs.
 _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
                  "httpcore.socks")
-_METHOD_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
 _BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
 
 
@@ -123,16 +114,7 @@ class TopProvider(Provider):
     @classmethod
     def from_settings(cls, settings: TopSettings, *, config_dir: Path, retry: RetryPolicy) -> TopProvider:
         """The provider the settings describe; the secret and session keys are read here."""
-        where = str(config_dir / "reconciler.yaml")
-        issues = [Issue(where, 0, 0, f"provider.methods.{k}",
-                        f"unknown method {k!r}; rename one of: {', '.join(DEFAULT_METHODS.values())}")
-                  for k in sorted(settings.methods) if k not in DEFAULT_METHODS and k not in DEFAULT_METHODS.values()]
-        issues += [Issue(where, 0, 0, f"provider.methods.{k}", f"{v!r} is not a method name (like erp.binding.get)")
-                   for k, v in sorted(settings.methods.items()) if not _METHOD_NAME.match(v)]
-        if not settings.url.startswith(("http://", "https://")):
-            issues.append(Issue(where, 0, 0, "provider.url", f"must be an http:// or https:// URL, not {settings.url!r}"))
-        if issues:
-            raise ConfigError(issues)
+        # the URL and method names were checked with the settings (model.TopSettings), with file:line
         by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
         methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
         secret = read_secret(settings, config_dir)
