@@ -211,14 +211,15 @@ def _label(appkey: str | None, names: Mapping[str, str]) -> str:
 
 
 def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str]) -> str:
+    """Why a change is planned: what the config says and where. Said neutrally — whether the
+    config changed or someone changed the platform, the plan cannot tell (drift can)."""
     src = str(want.source)
     if action is Action.unbind:
-        return f"state: unbound, {src}"
+        return f"config says state: unbound, {src}"
     via = f"erp {want.erp}" if want.erp else f"appkey {want.appkey}"
     if action is Action.bind:
-        return f"{via} wanted, {src}"
-    old = names.get(current or "", current)
-    return f"erp changed {old} → {want.erp or want.appkey}, {src}"
+        return f"config says {via}, {src}"
+    return f"config says {via}, {src}; the platform has {names.get(current or '', current)}"
 
 
 def _preflight(shop: str, want: DesiredBinding, check: AppCheck | ProviderError | None, *,
