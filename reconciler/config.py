@@ -468,13 +468,51 @@ def _read_shops(root: Path, shown: str, erps: _Catalog | None, issues: list[Issu
                      f"duplicate shop id {sid!r} (also at {seen[sid]})")
                 continue
             seen[sid] = f"{doc.file}:{doc.marks.at(base)[0]}"
-            if shop is None or _has_bad(doc, base):
+            if shop is None:
+                if not _has_bad(doc, base):
+                    _check_raw_refs(doc, base, erps, issues)
+                continue
+            if _has_bad(doc, base):
                 continue
             resolved = _resolve_shop(doc, base, shop, erps, issues)
             if resolved is not None:
                 out.append(resolved)
     out.sort(key=lambda s: s.id)
     return out
+
+
+def _virtual_misplaced(erp_name: str, scenario: Scenario) -> str:
+    return f"ERP {erp_name!r} is virtualAppKey (Cainiao warehouses), valid for modify_address only, not {scenario.value}"
+
+
+def _check_raw_refs(doc: Document, base: PathT, erps: _Catalog | None, issues: list[Issue]) -> None:
+    """A shop with schema errors: still check the references in it that are well formed
+    (ERP names, appkeys, virtualAppKey placement), so one run reports every error."""
+    item = doc.data["shops"][base[1]]
+    if not isinstance(item, dict):
+        return
+    shop_erp = item.get("erp")
+    shop_ref = _erp_ref(issues, doc, (*base, "erp"), shop_erp, erps) if isinstance(shop_erp, str) else None
+    scenarios = item.get("scenarios")
+    if not isinstance(scenarios, dict):
+        return
+    for key, raw in scenarios.items():
+        if key not in Scenario.__members__:
+            continue
+        sc, spec = Scenario(key), raw if isinstance(raw, dict) else {}
+        sp: PathT = (*base, "scenarios", key)
+        if spec.get("state") == "unbound" or "appkey" in spec:
+            if isinstance(spec.get("appkey"), str):
+                _check_appkey(issues, doc, (*sp, "appkey"), spec["appkey"], sc)
+            continue
+        if isinstance(spec.get("erp"), str):
+            ref, path, name = _erp_ref(issues, doc, (*sp, "erp"), spec["erp"], erps), (*sp, "erp"), spec["erp"]
+        elif "erp" not in spec and shop_ref is not None:
+            ref, path, name = shop_ref, (*base, "erp"), str(shop_erp)
+        else:
+            continue
+        if ref is not None and ref.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address:
+            _err(issues, doc.file, doc.marks.at(path), path, _virtual_misplaced(name, sc))
 
 
 def _raw_id(doc: Document, base: PathT) -> str | None:
@@ -528,8 +566,7 @@ def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: _Catalog | N
             ok = False
             continue
         if erp_name is not None and appkey == VIRTUAL_APPKEY and scenario is not Scenario.modify_address:
-            _err(issues, doc.file, doc.marks.at(src_path), src_path,
-                 f"ERP {erp_name!r} is virtualAppKey (Cainiao warehouses), valid for modify_address only, not {scenario.value}")
+            _err(issues, doc.file, doc.marks.at(src_path), src_path, _virtual_misplaced(erp_name, scenario))
             ok = False
         extra: dict[str, Any] = {}
         bss = getattr(spec, "buyer_self_service", None)

@@ -195,6 +195,20 @@ CASES: dict[str, tuple[int, list[str]]] = {
     # Several files, several kinds of error: all reported in one run, in file order. The shop
     # that uses the broken ERP entry (wangdiantong) is not reported again; shop 100001 of
     # a.yaml is invalid, yet its id still counts for the duplicate check of b.yaml.
+    # A shop with schema errors still has its references checked: fixing the first error
+    # must not reveal new ones.
+    "invalid_shop_still_checked": (1, [
+        "shops/a.yaml:3:14: shops[0].protect: expected true or false, got the string 'yes please'",
+        "shops/a.yaml:4:10: shops[0].erp: unknown ERP 'jushuitann'; did you mean 'jushuitan'?",
+        "shops/a.yaml:6:36: shops[0].scenarios.intercept_shipment.appkey: virtualAppKey is only valid for modify_address"
+        " (Cainiao warehouses)",
+        "shops/a.yaml:7:27: shops[0].scenarios.order_status.erp: ERP 'cainiao' is virtualAppKey (Cainiao warehouses),"
+        " valid for modify_address only, not order_status",
+        "shops/a.yaml:8:29: shops[0].scenarios.modify_address.erp: unknown ERP 'nope'; erps.yaml defines: cainiao,"
+        " jushuitan, wangdiantong",
+        "shops/a.yaml:8:55: shops[0].scenarios.modify_address.buyer_self_service: expected true or false, got the number 3",
+        "6 error(s) in the configuration",
+    ]),
     "many_errors_many_files": (1, [
         "erps.yaml:3:37: erps.wangdiantong.appkey: must be a quoted string of digits"
         ' (YAML read 12345679 as a number); write "12345679"',
