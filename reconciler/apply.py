@@ -21,7 +21,7 @@ from typing import Any
 from deepdiff import DeepDiff
 
 from .config import Config
-from .errors import ProviderError, StalePlan, UnsafePlan, mask
+from .errors import FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
 from .model import Scenario, ShopState
 from .plan import Action, Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
@@ -109,12 +109,18 @@ class ShopOutcome:
     applied: list[Change] = field(default_factory=list)
     failed: Change | None = None
     error: str | None = None
+    failure: Exception | None = None
     rolled_back: list[Change] = field(default_factory=list)
     rollback_errors: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return self.failed is None
+
+    @property
+    def fatal(self) -> bool:
+        """The failure concerns the platform or the app, not this shop: stop starting shops."""
+        return isinstance(self.failure, FatalProviderError)
 
     @property
     def split(self) -> bool:
@@ -189,7 +195,7 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
         try:
             _write(provider, c)
         except Exception as e:
-            out.failed, out.error = c, _describe(e)
+            out.failed, out.error, out.failure = c, _describe(e), e
             record(change=c, outcome="failed", error=out.error)
             break
         out.applied.append(c)
@@ -217,15 +223,19 @@ def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None
     ``stop`` (set on Ctrl-C or SIGTERM) is checked before each shop: shops already under way
     finish — all or nothing each — and the rest are not started."""
     rec: Recorder = record or (lambda **_: None)
+    stop = stop or threading.Event()
     groups = plan.by_shop()
     shops = sorted(groups)
     total = len(shops)
     done = 0
 
     def one(shop: str) -> ShopOutcome | None:
-        if stop is not None and stop.is_set():
+        if stop.is_set():
             return None
-        return apply_shop(provider, shop, groups[shop], rec)
+        outcome = apply_shop(provider, shop, groups[shop], rec)
+        if outcome.fatal:
+            stop.set()  # every other shop would fail the same way
+        return outcome
 
     outcomes: list[ShopOutcome] = []
     not_started: list[str] = []

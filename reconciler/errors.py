@@ -59,12 +59,20 @@ class ProviderError(ReconcilerError):
         sub_code: str | None = None,
         retryable: bool = False,
         delay: float | None = None,
+        unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.sub_code = sub_code
         self.retryable = retryable
         self.delay = delay
+        self.unreachable = unreachable  # the platform itself could not be reached (not one shop's trouble)
+
+
+class FatalProviderError(ProviderError):
+    """An error about the app, its credentials or the gateway, not about one shop (a bad
+    signature or app key, a clock out of the window, a platform that cannot be reached
+    after every retry): every other call would fail the same way, so the run stops."""
 
 
 class ConflictError(ProviderError):

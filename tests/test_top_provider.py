@@ -8,13 +8,14 @@ build a top-only Agency, whose ``server`` is the gateway (network faults, counte
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from conftest import APP_KEY, APP_SECRET, SECRET_ENV, Agency
+from conftest import APP_KEY, APP_SECRET, SECRET_ENV, SETTINGS, Agency
 
 from reconciler.errors import ProviderError
 from reconciler.providers.base import RetryPolicy
@@ -302,5 +303,49 @@ def test_renamed_methods_go_on_the_wire(tmp_path: Path, monkeypatch: pytest.Monk
         r = a.run("plan")
         assert r.exit_code == 1
         assert "provider.methods: unknown method 'erp.binding.list'; rename one of: get, bind" in r.stderr
+    finally:
+        a.close()
+
+
+def many_shops(n: int) -> tuple[str, dict[str, Any]]:
+    """n shops already as the config wants them (plan: no changes)."""
+    ids = [str(100001 + i) for i in range(n)]
+    return rotation_shops(ids), {i: {"bindings": dict.fromkeys(SCENARIOS, NEW)} for i in ids}
+
+
+def test_a_wrong_secret_stops_the_run_with_one_message(top: Agency, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused signature concerns the app, not a shop: one error, a handful of requests,
+    instead of the same error for each of 40 shops."""
+    config, world = many_shops(40)
+    top.shops(config)
+    top.world(world)
+    assert top.run("plan").exit_code == 0  # the world is loaded, the secret is right
+    before = top.server.counters().received  # type: ignore[union-attr]
+    r = top.run("plan", env={SECRET_ENV: "not-the-secret"})
+    assert r.exit_code == 1
+    assert r.stdout == ""
+    [line] = r.stderr.splitlines()
+    assert line.startswith("Error: isv.invalid-signature: ") and "code 25) — the signature was refused: check the app secret" in line
+    assert "not-the-secret" not in r.output
+    assert top.server.counters().received - before <= 8 + 1  # type: ignore[union-attr]  # at most one per worker
+
+
+def test_an_unreachable_platform_stops_the_run_after_one_shops_retries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(SECRET_ENV, APP_SECRET)
+    a = Agency(tmp_path / "configs", "top", top_options={"parallelism": 1})
+    try:
+        config, world = many_shops(30)
+        a.shops(config)
+        a.world(world)
+        assert a.run("plan").exit_code == 0
+        with socket.socket() as s:  # a port nothing listens on
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        a.top_options["url"] = f"http://127.0.0.1:{port}/router/rest"
+        a.write("reconciler.yaml", SETTINGS)
+        r = a.run("plan")
+        assert r.exit_code == 1
+        [line] = r.stderr.splitlines()
+        assert "cannot reach the platform" in line and "(after 4 attempts)" in line, line
     finally:
         a.close()

@@ -197,7 +197,9 @@ def apply_summary(result: ApplyResult, the_plan: Plan, erp_names: dict[str, str]
     for shop in result.withheld:
         lines.append(f"Shop {shop}: withheld (see the plan's errors).")
     if result.not_started:
-        lines.append(f"Interrupted: {len(result.not_started)} shop(s) not started: {', '.join(result.not_started[:10])}"
+        why = "Stopped (the platform error above concerns every shop)" if any(o.fatal for o in result.failed) \
+            else "Interrupted"
+        lines.append(f"{why}: {len(result.not_started)} shop(s) not started: {', '.join(result.not_started[:10])}"
                      + (" …" if len(result.not_started) > 10 else "") + " (plan again to see what is left)")
     if result.exit_code == 0:
         lines.append("Apply complete.")

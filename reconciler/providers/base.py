@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from ..errors import ConflictError, ProviderError
+from ..errors import ConflictError, FatalProviderError, ProviderError
 from ..model import AppCheck, Binding, Scenario, ShopState
 
 log = logging.getLogger("reconciler.provider")
@@ -46,6 +46,14 @@ class RetryPolicy:
         return base * (0.5 + random.random() / 2)  # "equal jitter"
 
 
+# Request errors that concern the agency app, not one shop: stop instead of failing shop after shop.
+FATAL_CODES = {
+    25: "the signature was refused: check the app secret and provider.sign_method",
+    29: "the platform does not know provider.app_key",
+    31: "the timestamp was refused: this machine's clock is off by more than 10 minutes",
+}
+
+
 def platform_error(code: int | None, sub_code: str | None, msg: str, *, ban_seconds: float | None = None) -> ProviderError:
     """A platform refusal (TOP code/sub_code) as our error type, retryable or not (DOMAIN.md)."""
     sub = sub_code or ""
@@ -54,6 +62,8 @@ def platform_error(code: int | None, sub_code: str | None, msg: str, *, ban_seco
         return ConflictError(text, code=code, sub_code=sub)
     if code == 7:
         return ProviderError(text, code=code, sub_code=sub, retryable=True, delay=ban_seconds)
+    if code in FATAL_CODES:
+        return FatalProviderError(f"{text} — {FATAL_CODES[code]}", code=code, sub_code=sub)
     retryable = sub.startswith("isp.") or (code in (10, 15) and not sub.startswith("isv."))
     return ProviderError(text, code=code, sub_code=sub, retryable=retryable)
 
@@ -75,6 +85,8 @@ class Provider(ABC):
             try:
                 return fn()
             except ProviderError as e:
+                if e.unreachable and not isinstance(e, FatalProviderError) and attempt >= self.retry.retries:
+                    raise FatalProviderError(f"{e} (after {attempt + 1} attempts)", code=e.code, sub_code=e.sub_code) from None
                 if not e.retryable or attempt >= self.retry.retries:
                     raise
                 wait = self.retry.delay(attempt, e)
@@ -103,6 +115,8 @@ class Provider(ABC):
                 return self._check_app(a, s)
             try:
                 out[(appkey, scenario)] = self.call(f"check {appkey}/{scenario}", check)
+            except FatalProviderError:
+                raise
             except ProviderError as e:
                 out[(appkey, scenario)] = e
         return out

@@ -39,7 +39,7 @@ import httpx
 import yaml
 
 from .. import signing
-from ..errors import ConflictError, ProviderError, ReconcilerError, mask
+from ..errors import ConflictError, FatalProviderError, ProviderError, ReconcilerError, mask
 from ..model import DEFAULT_METHODS, SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
 from ..ratelimit import ClientLimiter
 from .base import Provider, RetryPolicy, platform_error, state_from_body
@@ -165,7 +165,7 @@ class TopProvider(Provider):
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             self._count(self.errors, "connect")
             raise ProviderError(f"{method}: cannot reach the platform ({type(e).__name__}: {self._mask(str(e))})",
-                                retryable=True) from None
+                                retryable=True, unreachable=True) from None
         except httpx.TimeoutException:
             self._count(self.errors, "timeout")
             raise _Ambiguous(f"{method}: no answer within {self.timeout_s:g} s", retryable=True) from None
@@ -211,16 +211,30 @@ class TopProvider(Provider):
     # ------------------------------------------------------------------ reads
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
+        fatal: list[FatalProviderError] = []  # not one shop's trouble: the shops still queued are skipped
+
         def one(shop: str) -> tuple[str, ShopState | ProviderError]:
+            if fatal:
+                return shop, fatal[0]
             try:
                 return shop, self.call(f"read {shop}", lambda: self._get(shop))
+            except FatalProviderError as e:
+                fatal.append(e)
+                return shop, e
             except ProviderError as e:
                 return shop, e
 
         if self.parallelism <= 1 or len(shop_ids) <= 1:
-            return dict(one(s) for s in shop_ids)
-        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="top-read") as pool:
-            return dict(pool.map(one, shop_ids))
+            out = {}
+            for s in shop_ids:
+                shop, state = one(s)
+                out[shop] = state
+        else:
+            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="top-read") as pool:
+                out = dict(pool.map(one, shop_ids))
+        if fatal:
+            raise fatal[0]  # one message for the run, instead of the same error for every shop
+        return out
 
     def _get(self, shop: str) -> ShopState:
         body = self._request("get", shop, {})
