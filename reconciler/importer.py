@@ -13,7 +13,7 @@ format ``validate`` accepts, such that a plan over it shows no changes:
   so a later loss of the whitelist is reported;
 * unbound scenarios are left out (not managed), with a comment naming them.
 
-The platform's binding API does not return shop names, so ``name`` is not written.
+* the shop's ``name`` is written when the platform gives one (``shop_name``).
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ class ImportedShop:
     erp: str | None
     scenarios: tuple[ImportedScenario, ...]
     comments: tuple[str, ...] = field(default=())
+    name: str | None = None
 
     @property
     def unknown_appkeys(self) -> list[str]:
@@ -95,7 +96,8 @@ def import_shop(state: ShopState, erps: Mapping[str, ErpSpec]) -> ImportedShop:
         comments.append(f"not bound on the platform, so not managed: {', '.join(unbound)}")
     if state.buyer_self_service and Scenario.modify_address not in state.bindings:
         comments.append("buyer self-service is on, but modify_address is not bound")
-    return ImportedShop(id=state.shop_id, erp=shop_erp, scenarios=tuple(scenarios), comments=tuple(comments))
+    return ImportedShop(id=state.shop_id, erp=shop_erp, scenarios=tuple(scenarios), comments=tuple(comments),
+                        name=state.name)
 
 
 def _flow(settings: Mapping[str, str | bool]) -> str:
@@ -112,6 +114,8 @@ def render_shops(shops: Sequence[ImportedShop], *, header: str = "") -> str:
     lines.append("shops:")
     for shop in sorted(shops, key=lambda s: s.id):
         lines.append(f"  - id: {json.dumps(shop.id)}")
+        if shop.name is not None:
+            lines.append(f"    name: {scalar(shop.name)}")
         if shop.erp is not None:
             lines.append(f"    erp: {scalar(shop.erp)}")
         lines += [f"    # {c}" for c in shop.comments]

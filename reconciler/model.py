@@ -270,6 +270,7 @@ class ShopState(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     shop_id: str
+    name: str | None = None
     bindings: dict[Scenario, Binding] = {}
     buyer_self_service: bool = False
     detail_whitelisted: bool = False

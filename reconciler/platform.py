@@ -302,7 +302,7 @@ class SandboxPlatform:
         with self._tx() as db:
             wanted = set(ids)
             few = len(ids) <= 500
-            q_shops = "SELECT shop_id, buyer_self_service, cs_permission FROM shops"
+            q_shops = "SELECT shop_id, buyer_self_service, cs_permission, name FROM shops"
             q_bind = "SELECT b.shop_id, b.scenario, b.appkey, b.revision, a.detail_whitelisted FROM bindings b" \
                      " LEFT JOIN apps a ON a.appkey = b.appkey WHERE b.appkey IS NOT NULL"
             if few:
@@ -313,7 +313,7 @@ class SandboxPlatform:
                 shop_rows = db.execute(q_shops).fetchall()
                 bind_rows = db.execute(q_bind).fetchall()
             has_faults = db.execute("SELECT 1 FROM faults WHERE operation = 'get' AND (times IS NULL OR times > 0)").fetchone()
-            info = {r[0]: (bool(r[1]), bool(r[2])) for r in shop_rows if r[0] in wanted}
+            info = {r[0]: (bool(r[1]), bool(r[2]), r[3]) for r in shop_rows if r[0] in wanted}
             bound: dict[str, list[dict[str, Any]]] = {}
             whitelisted: dict[str, bool] = {}
             for sid, sc, key, rev, wl in bind_rows:
@@ -328,12 +328,13 @@ class SandboxPlatform:
                         self._fault(db, "get", sid, None)
                     if sid not in info:
                         raise PlatformError("isv.shop-not-found", f"shop {sid} does not exist")
-                    bss, perm = info[sid]
+                    bss, perm, name = info[sid]
                     if not perm:
                         raise PlatformError("isv.permission-denied",
                                             "the account lacks the customer-service-platform permission")
                     out[sid] = {
                         "shop_id": sid,
+                        "shop_name": name,
                         "bindings": sorted(bound.get(sid, []), key=lambda b: b["scenario"]),
                         "buyer_self_service": bss,
                         "detail_whitelisted": whitelisted.get(sid, False),

@@ -23,8 +23,8 @@ shops:
 WORLD: dict[str, Any] = {
     "100001": {"bindings": {"intercept_shipment": "21345678"}},
     # all on 聚水潭 but Cainiao for modify_address; 聚水潭 is whitelisted for the ERP-detail button
-    "400001": {"bindings": {"intercept_shipment": "21345678", "modify_address": "virtualAppKey",
-                            "order_status": "21345678"}, "buyer_self_service": True},
+    "400001": {"name": "进口: 旗舰店 #1", "bindings": {"intercept_shipment": "21345678", "modify_address": "virtualAppKey",
+                                                   "order_status": "21345678"}, "buyer_self_service": True},
     # mostly 旺店通, order_status on 自研ERP
     "400002": {"bindings": {"intercept_shipment": "12345679", "modify_address": "12345679", "order_status": "31415926"}},
     # an appkey the catalog does not know (with a leading zero), and 自研ERP
@@ -70,7 +70,7 @@ def test_imported_yaml_groups_scenarios_under_the_shops_erp(onboarding: Agency) 
     assert onboarding.run("import", "--all").exit_code == 0
     shops = _imported(onboarding)
     assert "100001" not in shops
-    assert shops["400001"] == {"id": "400001", "erp": "jushuitan", "scenarios": {
+    assert shops["400001"] == {"id": "400001", "name": "进口: 旗舰店 #1", "erp": "jushuitan", "scenarios": {
         "intercept_shipment": {}, "modify_address": {"erp": "cainiao", "buyer_self_service": True},
         "order_status": {"erp_detail_button": True}}}
     assert shops["400002"] == {"id": "400002", "erp": "wangdiantong", "scenarios": {
@@ -158,3 +158,11 @@ def test_unreadable_shop_is_reported_and_the_rest_written(onboarding: Agency) ->
     r = onboarding.run("import", "--shop", "400004", "--out", str(onboarding.dir / "shops" / "b.yaml"))
     assert r.exit_code == 1
     assert not (onboarding.dir / "shops" / "b.yaml").exists()
+
+
+def test_shop_names_come_from_the_platform_and_read_back_exactly(onboarding: Agency) -> None:
+    assert onboarding.run("import", "--all").exit_code == 0
+    shops = _imported(onboarding)
+    assert shops["400001"]["name"] == "进口: 旗舰店 #1"  # quoted: a colon and a hash would not read back
+    assert "name" not in shops["400002"]                  # the platform gave none
+    assert '    name: "进口: 旗舰店 #1"' in (onboarding.dir / "shops" / "imported.yaml").read_text(encoding="utf-8")

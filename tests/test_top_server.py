@@ -134,7 +134,8 @@ def test_success_envelope(served: Served) -> None:
     assert list(data) == ["erp_binding_get_response"]
     body = data["erp_binding_get_response"]
     assert re.fullmatch(r"[0-9a-f]{16}", body.pop("request_id"))
-    assert body == {"shop_id": "100001", "bindings": [{"scenario": "intercept_shipment", "appkey": "12345679", "revision": 1}],
+    assert body == {"shop_id": "100001", "shop_name": "A",
+                    "bindings": [{"scenario": "intercept_shipment", "appkey": "12345679", "revision": 1}],
                     "buyer_self_service": False, "detail_whitelisted": False}
     assert response_key("taobao.erp.binding.get") == "erp_binding_get_response"
     assert response_key("erp.app.check") == "erp_app_check_response"

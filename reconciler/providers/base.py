@@ -166,8 +166,10 @@ def state_from_body(body: dict[str, object]) -> ShopState:
         if isinstance(b, dict) and b.get("appkey"):
             sc = Scenario(str(b["scenario"]))
             bindings[sc] = Binding(scenario=sc, appkey=str(b["appkey"]), revision=int(b.get("revision") or 0))
+    name = body.get("shop_name")
     return ShopState(
         shop_id=str(body.get("shop_id")),
+        name=name if isinstance(name, str) and name else None,
         bindings=bindings,
         buyer_self_service=bool(body.get("buyer_self_service")),
         detail_whitelisted=bool(body.get("detail_whitelisted")),
