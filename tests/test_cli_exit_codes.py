@@ -309,3 +309,20 @@ def test_a_corrupt_database_is_an_error_naming_it_not_a_traceback(tmp_path: Path
     assert r.stderr == (f"Error: {cfg / '.reconciler' / broken}: the {broken.split('.')[0]} database is unreadable"
                         " (file is not a database); move it away to start a new one\n")
     assert (cfg / ".reconciler" / broken).read_bytes() == b"garbage, not SQLite"
+
+
+def test_sandbox_serve_on_a_taken_port_is_exit_1_without_traceback(tmp_path: Path) -> None:
+    import socket
+
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    (tmp_path / "erps.yaml").write_text("erps: {}\n", encoding="utf-8")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = CliRunner().invoke(main, ["-C", str(tmp_path), "sandbox", "serve", "--port", str(port)])
+    assert r.exit_code == 1
+    assert r.stderr == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use\n"

@@ -1,12 +1,14 @@
-"""``reconciler sandbox …``: the embedded platform's content (load, dump)."""
+"""``reconciler sandbox …``: the embedded platform's content (load, dump) and serving it over HTTP (serve)."""
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
 import click
 
+from ..errors import ReconcilerError
 from ..providers import open_sandbox, read_world
 from ..yamlio import dump
 from .common import settings_only
@@ -20,6 +22,18 @@ def _db_option(f: click.decorators.FC) -> click.decorators.FC:
 @click.group()
 def sandbox() -> None:
     """The embedded sandbox platform (SQLite): load, dump, serve."""
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse a taken port before the server is built (waitress leaks its socket when its own
+    bind fails); the same SO_REUSEADDR as the server, so the answer is the server's."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as e:
+        raise ReconcilerError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
 
 
 @sandbox.command("load")
@@ -82,12 +96,16 @@ def serve_cmd(ctx: click.Context, host: str, port: int, qps: float, burst: float
     from ..sandbox_server import Gateway, NetworkFaults, ServerHandle
 
     settings, config_dir = settings_only(ctx)
+    _check_address(host, port)
     platform = open_sandbox(settings, config_dir, db=db)
     try:
         faults = NetworkFaults(latency_s=latency_ms / 1000, drop_rate=drop_rate, drop_after_rate=drop_after_rate,
                                seed=seed)
         gateway = Gateway(platform, qps=qps or None, burst=burst, faults=faults)
         handle = ServerHandle(gateway, host=host, port=port, threads=threads)
+    except OSError as e:  # the port is taken, the address is not this machine's, …
+        platform.close()
+        raise ReconcilerError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
     except BaseException:
         platform.close()
         raise
