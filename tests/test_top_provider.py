@@ -349,3 +349,30 @@ def test_an_unreachable_platform_stops_the_run_after_one_shops_retries(tmp_path:
         assert "cannot reach the platform" in line and "(after 4 attempts)" in line, line
     finally:
         a.close()
+
+
+def test_parallelism_option_overrides_the_setting(top: Agency, monkeypatch: pytest.MonkeyPatch) -> None:
+    import click
+
+    from reconciler.cli import main
+    from reconciler.cli.common import State, provider_for
+    from reconciler.config import load_config
+
+    top.shops(TWO_SHOPS)
+    top.world({"100001": {}, "100002": {}})
+    monkeypatch.setenv(SECRET_ENV, APP_SECRET)
+    config = load_config(top.dir)
+    configured = getattr(config.settings.provider, "parallelism", None)
+    assert configured not in (None, 3)
+    for given, expected in ((None, configured), (3, 3)):
+        with click.Context(main, obj=State(config_dir=str(top.dir), debug=False, colour=None, parallelism=given)) as ctx:
+            provider = provider_for(ctx, config.settings, config.dir)
+            try:
+                assert getattr(provider, "parallelism", None) == expected
+            finally:
+                provider.close()
+    serial = top.run("--parallelism", "1", "plan", "--format", "json")
+    parallel = top.run("--parallelism", "16", "plan", "--format", "json")
+    assert serial.exit_code == parallel.exit_code == 0, serial.output
+    assert serial.stdout == parallel.stdout  # the same plan, byte for byte
+    assert top.run("--parallelism", "0", "plan").exit_code == 1

@@ -58,11 +58,14 @@ class _Group(click.Group):
               help="The configuration directory (env RECONCILER_CONFIG_DIR).")
 @click.option("--debug", is_flag=True, help="Log platform calls and show tracebacks.")
 @click.option("--color/--no-color", "colour", default=None, help="Colour output (default: when a terminal).")
+@click.option("--parallelism", type=click.IntRange(1, 64), metavar="N",
+              help="Shops read and written at once over HTTP (default: provider.parallelism, 8).")
 @click.version_option(__version__, prog_name="reconciler")
 @click.pass_context
-def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None) -> None:
+def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, parallelism: int | None) -> None:
     """Config-as-code for the ERP bindings of Taobao / Tmall shops."""
-    ctx.obj = State(config_dir=config_dir, debug=debug, colour=colour)
+    ctx.obj = State(config_dir=config_dir, debug=debug, colour=colour, parallelism=parallelism)
+    ctx.color = colour  # click.echo keeps or strips ANSI codes by this (None: only on a terminal)
     if debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 

@@ -48,7 +48,7 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     """
     whole = load(ctx, shops)
     config = in_shard(whole, shard)
-    provider = provider_for(config.settings, config.dir)
+    provider = provider_for(ctx, config.settings, config.dir)
     history = History.existing(history_path(config.settings.history, config.dir))
     try:
         report = audit(config, provider, history=history, configured=None if shops else {s.id for s in whole.shops},
@@ -102,7 +102,7 @@ def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out:
     if target.exists() and not force:
         raise ReconcilerError(f"{target} exists; choose another --out, or --force to overwrite it")
     existing = {s.id: str(s.source) for s in config.shops if not (in_config and s.id in replaced)}
-    provider = provider_for(config.settings, config.dir)
+    provider = provider_for(ctx, config.settings, config.dir)
     try:
         wanted = provider.list_shops() if all_shops else sorted(set(shops))
         skipped = [s for s in wanted if s in existing]

@@ -19,7 +19,7 @@ import click
 from ..config import Config, load_config, load_settings
 from ..errors import ReconcilerError
 from ..history import History, history_path
-from ..model import Settings
+from ..model import Settings, TopSettings
 from ..providers import Provider, open_provider
 from ..shard import Shard, parse_shard
 
@@ -31,6 +31,7 @@ class State:
     config_dir: str
     debug: bool
     colour: bool | None
+    parallelism: int | None = None
 
     def colour_for(self, stream: Any) -> bool:
         if self.colour is not None:
@@ -71,7 +72,11 @@ def settings_only(ctx: click.Context) -> tuple[Settings, Path]:
     return settings, Path(st.config_dir)
 
 
-def provider_for(settings: Settings, config_dir: Path) -> Provider:
+def provider_for(ctx: click.Context, settings: Settings, config_dir: Path) -> Provider:
+    """The configured provider; ``--parallelism`` overrides ``provider.parallelism`` (top)."""
+    n = state(ctx).parallelism
+    if n is not None and isinstance(settings.provider, TopSettings):
+        settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"parallelism": n})})
     return open_provider(settings, config_dir)
 
 

@@ -57,7 +57,7 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
     --detailed-exitcode when changes are pending.
     """
     config = load(ctx, shops, shard)
-    provider = provider_for(config.settings, config.dir)
+    provider = provider_for(ctx, config.settings, config.dir)
     try:
         result = make_plan(config, provider, force=force)
     finally:
@@ -120,7 +120,7 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
         settings, config_dir = config.settings, config.dir
         shop_names = {s.id: s.name for s in config.shops}
         erp_names = config.erp_names_by_appkey()
-    provider = provider_for(settings, config_dir)
+    provider = provider_for(ctx, settings, config_dir)
     history = history_for(settings, config_dir)
     commit, branch = git_info(config_dir)
     run: int | None = None
