@@ -576,6 +576,7 @@ def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: _Catalog | N
                      "buyer self-service needs modify_address bound; it cannot be true with state: unbound")
                 ok = False
             extra["buyer_self_service"] = bss
+            extra["buyer_self_service_source"] = Source(file=doc.file, line=doc.marks.at((*sp, "buyer_self_service"))[0])
         edb = getattr(spec, "erp_detail_button", None)
         if edb is not None:
             extra["erp_detail_button"] = edb

@@ -242,6 +242,7 @@ class DesiredBinding(BaseModel):
     erp: str | None = None
     source: Source
     buyer_self_service: bool | None = None
+    buyer_self_service_source: Source | None = None  # where buyer_self_service is set (for the plan's why)
     erp_detail_button: bool | None = None
 
 

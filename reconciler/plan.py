@@ -274,13 +274,14 @@ def diff_shop(
         problems += _preflight(sid, want, checks.get((want.appkey, sc)) if want.appkey else None,
                                changing=action is not None, names=names)
         if want.buyer_self_service is not None and want.buyer_self_service != state.buyer_self_service:
+            where = want.buyer_self_service_source or want.source
             changes.append(Change(
                 shop=sid, scenario=sc, action=Action.update,
                 before={"buyer_self_service": state.buyer_self_service},
                 after={"buyer_self_service": want.buyer_self_service},
-                reason=f"buyer_self_service: {str(want.buyer_self_service).lower()}, {want.source}"
+                reason=f"config says buyer_self_service: {str(want.buyer_self_service).lower()}, {where}"
                        + (" (also configure 自动核单/自助核单 in the automation tasks)" if want.buyer_self_service else ""),
-                source=str(want.source),
+                source=str(where),
             ))
     for sc, b in state.bindings.items():
         if sc not in desired.bindings:

@@ -202,8 +202,9 @@ class SandboxPlatform:
                 shops[sid] = shop
             out["shops"] = shops
             faults = [
+                # times is always written: omitted it reads as 1, and null means "always"
                 {k: v for k, v in (("operation", op), ("shop", shop_id), ("scenario", sc), ("error", err),
-                                   ("times", times), ("ban_seconds", ban)) if v is not None}
+                                   ("times", times), ("ban_seconds", ban)) if v is not None or k == "times"}
                 for op, shop_id, sc, err, times, ban in db.execute(
                     "SELECT operation, shop_id, scenario, error, times, ban_seconds FROM faults ORDER BY id")
             ]

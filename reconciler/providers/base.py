@@ -78,11 +78,17 @@ class Provider(ABC):
         self._sleep = sleep
         self.retried = 0
 
-    def call(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one platform call, retrying what the error says may be retried."""
+    def call(self, what: str, fn: Callable[[], T], *, failed: ProviderError | None = None) -> T:
+        """Run one platform call, retrying what the error says may be retried.
+
+        ``failed``: the first attempt was already made (in a batch) and failed so; the loop
+        goes on from there — waiting first, and counting it among the attempts."""
         attempt = 0
         while True:
             try:
+                if failed is not None:
+                    e0, failed = failed, None
+                    raise e0
                 return fn()
             except ProviderError as e:
                 if e.unreachable and not isinstance(e, FatalProviderError) and attempt >= self.retry.retries:

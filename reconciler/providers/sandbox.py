@@ -40,8 +40,8 @@ class SandboxProvider(Provider):
                 if err.retryable:
                     def again(s: str = sid) -> ShopState:
                         return self._read_one(s)
-                    try:
-                        out[sid] = self.call(f"read {sid}", again)
+                    try:  # the batch read was the first attempt: wait, then retry this shop alone
+                        out[sid] = self.call(f"read {sid}", again, failed=err)
                     except ProviderError as e:
                         out[sid] = e
                 else:
