@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .config import Config
-from .errors import FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
+from .errors import ConflictError, FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
 from .model import Scenario, ShopState
 from .plan import Action, Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
@@ -109,6 +109,7 @@ class ShopOutcome:
     failed: Change | None = None
     error: str | None = None
     failure: Exception | None = None
+    uncertain: str | None = None  # what became of a failed write whose answer was lost (it may have landed)
     rolled_back: list[Change] = field(default_factory=list)
     rollback_errors: list[str] = field(default_factory=list)
 
@@ -120,11 +121,6 @@ class ShopOutcome:
     def fatal(self) -> bool:
         """The failure concerns the platform or the app, not this shop: stop starting shops."""
         return isinstance(self.failure, FatalProviderError)
-
-    @property
-    def split(self) -> bool:
-        """The rollback itself failed: the shop needs a person."""
-        return bool(self.rollback_errors)
 
 
 @dataclass
@@ -141,7 +137,8 @@ class ApplyResult:
     @property
     def changed(self) -> int:
         """Changes that stay on the platform: applied ones, and those a failed rollback left."""
-        return self.applied + sum(len(o.applied) - len(o.rolled_back) for o in self.outcomes if not o.ok)
+        return self.applied + sum(len(o.applied) - len(o.rolled_back) + (o.uncertain == UNSETTLED)
+                                  for o in self.outcomes if not o.ok)
 
     @property
     def failed(self) -> list[ShopOutcome]:
@@ -187,6 +184,28 @@ def _describe(e: Exception) -> str:
     return f"unexpected {type(e).__name__}: {mask(str(e))}"
 
 
+UNSETTLED = "it may have taken effect and could not be put back"
+
+
+def _settle_uncertain(provider: Provider, c: Change, out: ShopOutcome, record: Recorder) -> None:
+    """The failed write may have landed (its answer was lost). Put it back with a compare-and-set
+    on its ``after``: a conflict means it had not landed; success means it had, and is undone."""
+    undo = _undo(c)
+    try:
+        _write(provider, undo)
+    except ConflictError:
+        out.uncertain = "it had not taken effect"
+        return
+    except Exception as e:
+        why = _describe(e)
+        out.uncertain = UNSETTLED
+        out.rollback_errors.append(f"{c.scenario.value}: may have been changed; putting it back failed: {why}")
+        record(change=undo, outcome="rollback-failed", error=why)
+        return
+    out.uncertain = "it had taken effect and was put back"
+    record(change=undo, outcome="rolled-back", error=None)
+
+
 def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder) -> ShopOutcome:
     """Apply one shop's changes in order; on the first failure put back what was done."""
     out = ShopOutcome(shop)
@@ -201,6 +220,8 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
         record(change=c, outcome="applied", error=None)
     if out.failed is None:
         return out
+    if getattr(out.failure, "ambiguous", False):
+        _settle_uncertain(provider, out.failed, out, record)
     for c in reversed(out.applied):
         undo = _undo(c)
         try:

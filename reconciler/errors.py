@@ -60,6 +60,7 @@ class ProviderError(ReconcilerError):
         retryable: bool = False,
         delay: float | None = None,
         unreachable: bool = False,
+        ambiguous: bool = False,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -67,6 +68,7 @@ class ProviderError(ReconcilerError):
         self.retryable = retryable
         self.delay = delay
         self.unreachable = unreachable  # the platform itself could not be reached (not one shop's trouble)
+        self.ambiguous = ambiguous  # a write that may have taken effect although it failed (answer lost)
 
 
 class FatalProviderError(ProviderError):

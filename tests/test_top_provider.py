@@ -376,3 +376,38 @@ def test_parallelism_option_overrides_the_setting(top: Agency, monkeypatch: pyte
     assert serial.exit_code == parallel.exit_code == 0, serial.output
     assert serial.stdout == parallel.stdout  # the same plan, byte for byte
     assert top.run("--parallelism", "0", "plan").exit_code == 1
+
+
+def _lose_answers(top: Agency, reads_lost: int | None) -> None:
+    """modify_address binds of 100001 land but their answers are lost; so are the next
+    ``reads_lost`` reads of the shop after the plan's (None: all of them)."""
+    top.shops(rotation_shops(["100001"]))
+    top.world(on_old(["100001"]))
+    faults = top.server.faults  # type: ignore[union-attr]
+    faults.drop(method="erp.binding.bind", shop="100001", scenario="modify_address", phase="after", times=None)
+    faults.drop(method="erp.binding.get", shop="100001", skip=1, times=reads_lost)
+
+
+def test_a_write_whose_answer_and_read_back_are_lost_is_put_back(top: Agency) -> None:
+    """The rotation of modify_address lands, its answer and the reads that would tell are lost,
+    so apply cannot know; it puts that write back with a compare-and-set as well (the read after
+    the put-back works) — the shop ends whole on the old ERP and says so."""
+    _lose_answers(top, reads_lost=2)
+    r = top.run("apply", "--auto-approve")
+    assert r.exit_code == 1, r.output
+    assert top.bindings("100001") == dict.fromkeys(SCENARIOS, OLD)
+    assert "Shop 100001: FAILED at modify_address rotate" in r.stdout
+    assert "  the answer to that write was lost: it had taken effect and was put back\n" in r.stdout
+    assert "  rolled back: intercept_shipment rotate (the shop is as it was before this run)\n" in r.stdout
+
+
+def test_when_nothing_can_be_known_the_shop_is_flagged_not_claimed_whole(top: Agency) -> None:
+    """Every answer about modify_address is lost, the put-back's too: apply must not claim the
+    shop is as before (it may not be) nor that nothing changed (exit 1): exit 3, needs attention."""
+    _lose_answers(top, reads_lost=None)
+    r = top.run("apply", "--auto-approve")
+    assert r.exit_code == 3, r.output
+    assert "  ROLLBACK FAILED, the shop needs attention: modify_address: may have been changed" in r.stdout
+    assert "as it was before this run" not in r.stdout and "Nothing applied." not in r.stdout
+    top.server.faults.clear()  # type: ignore[union-attr]
+    assert top.bindings("100001") == dict.fromkeys(SCENARIOS, OLD)  # (in fact the put-back had landed)

@@ -187,11 +187,14 @@ def apply_summary(result: ApplyResult, the_plan: Plan, erp_names: dict[str, str]
         c = o.failed
         lines.append(f"Shop {o.shop}: FAILED at {c.scenario.value} {c.action.value}"
                      f" ({value_label(c, 'before', erp_names)} → {value_label(c, 'after', erp_names)}): {o.error}")
+        if o.uncertain:
+            lines.append(f"  the answer to that write was lost: {o.uncertain}")
+        whole = "" if o.rollback_errors else " (the shop is as it was before this run)"
         if o.rolled_back:
-            lines.append(f"  rolled back: {', '.join(f'{r.scenario.value} {r.action.value}' for r in o.rolled_back)}"
-                         " (the shop is as it was before this run)")
+            lines.append(f"  rolled back: {', '.join(f'{r.scenario.value} {r.action.value}' for r in o.rolled_back)}{whole}")
         elif not o.rollback_errors:
-            lines.append("  nothing of this shop had been changed")
+            lines.append("  nothing of this shop had been changed" if o.uncertain in (None, "it had not taken effect")
+                         else "  the shop is as it was before this run")
         for r in o.rollback_errors:
             lines.append(f"  ROLLBACK FAILED, the shop needs attention: {r}")
     for shop in result.withheld:

@@ -286,14 +286,18 @@ class TopProvider(Provider):
                 log.info("%s %s: %s, but the write had taken effect", op, shop, e)
                 return state
             what = "it had not taken effect" if state is not None else "whether it took effect is unknown"
-            raise ProviderError(f"{e}; {what}", retryable=True) from None
-        except ConflictError:
+            raise ProviderError(f"{e}; {what}", retryable=True, ambiguous=state is None) from None
+        except ConflictError as e:
             if pending:
                 state = self._peek(shop)
                 if state is not None and done(state):
                     self._tls.ambiguous = None
                     log.info("%s %s: an interrupted earlier attempt had taken effect", op, shop)
                     return state
+                if state is None:  # the conflict may be our own earlier attempt: still unknown
+                    self._tls.ambiguous = None
+                    raise ProviderError(f"{e}; an earlier attempt was interrupted and whether it took effect is unknown",
+                                        code=e.code, sub_code=e.sub_code, ambiguous=True) from None
             self._tls.ambiguous = None
             raise
         except ProviderError as e:
