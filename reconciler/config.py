@@ -461,7 +461,9 @@ def _read_shops(root: Path, shown: str, erps: _Catalog | None, issues: list[Issu
         for i, shop in enumerate(specs):
             base: PathT = ("shops", i)
             sid = shop.id if shop is not None else _raw_id(doc, base)
-            if sid is None:
+            if sid is None:  # an invalid id is reported; its references are still checked
+                if shop is None and not _has_bad(doc, base):
+                    _check_raw_refs(doc, base, erps, issues)
                 continue
             if sid in seen:
                 _err(issues, doc.file, doc.marks.at((*base, "id")), (*base, "id"),

@@ -207,7 +207,12 @@ CASES: dict[str, tuple[int, list[str]]] = {
         "shops/a.yaml:8:29: shops[0].scenarios.modify_address.erp: unknown ERP 'nope'; erps.yaml defines: cainiao,"
         " jushuitan, wangdiantong",
         "shops/a.yaml:8:55: shops[0].scenarios.modify_address.buyer_self_service: expected true or false, got the number 3",
-        "6 error(s) in the configuration",
+        # an id YAML read as a number: reported, and the shop's references still checked
+        'shops/a.yaml:9:9: shops[1].id: must be a quoted string of digits (YAML read 300002 as a number); write "300002"',
+        "shops/a.yaml:10:10: shops[1].erp: unknown ERP 'jushuitn'; did you mean 'jushuitan'?",
+        "shops/a.yaml:12:33: shops[1].scenarios.intercept_shipment.erp: ERP 'cainiao' is virtualAppKey (Cainiao warehouses),"
+        " valid for modify_address only, not intercept_shipment",
+        "9 error(s) in the configuration",
     ]),
     "many_errors_many_files": (1, [
         "erps.yaml:3:37: erps.wangdiantong.appkey: must be a quoted string of digits"
