@@ -19,7 +19,6 @@ import json
 import math
 import os
 import re
-import subprocess
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,19 +65,6 @@ def default_actor() -> str:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)
         return "unknown"
-
-
-def git_info(directory: Path) -> tuple[str | None, str | None]:
-    """(commit, branch) of the repository holding ``directory``, or Nones."""
-    def run(*args: str) -> str | None:
-        try:
-            out = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=False)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    commit = run("rev-parse", "HEAD")
-    branch = run("rev-parse", "--abbrev-ref", "HEAD") if commit else None
-    return commit, (None if branch == "HEAD" else branch)
 
 
 def history_path(settings: HistorySettings, config_dir: Path) -> Path:

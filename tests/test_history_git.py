@@ -122,3 +122,37 @@ def test_outside_a_repository_there_is_no_commit(agency: Agency) -> None:
     # no --actor: the CI variables decide (RECONCILER_ACTOR first)
     assert {(e["git_commit"], e["git_branch"], e["actor"]) for e in entries(agency)} == {(None, None, "someone-else")}
     assert "  run 1  someone-else  100001 intercept_shipment  bind   " in agency.run("history").stdout
+
+
+def test_uncommitted_changes_mark_the_commit_dirty(agency: Agency) -> None:
+    """The config applied is not exactly HEAD when tracked files under it were edited."""
+    repo = agency.dir.parent
+    agency.shops(SHOPS)
+    agency.world({"100001": {}})
+    git(repo, "init", "-q")
+    (repo / ".gitignore").write_text(".reconciler/\n", encoding="utf-8")
+    sha = commit_all(repo, "initial")
+    agency.shops(SHOPS.replace("      modify_address: {}\n", ""))  # edited, not committed
+    r = agency.run("apply", "--auto-approve", "--actor", "ci-bot")
+    assert r.exit_code == 0, r.output
+    assert {e["git_commit"] for e in entries(agency)} == {f"{sha}-dirty"}
+
+
+def test_a_secrets_file_git_would_commit_is_warned_about(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import APP_SECRET, SECRET_ENV, SESSIONS_FILE
+
+    monkeypatch.setenv(SECRET_ENV, APP_SECRET)
+    a = Agency(tmp_path / "configs", "top")
+    try:
+        a.shops(SHOPS)
+        a.world({"100001": {}})
+        git(a.dir.parent, "init", "-q")
+        r = a.run("plan")
+        assert r.exit_code == 0, r.output
+        assert (f"Warning: {a.dir / SESSIONS_FILE} (provider.sessions_file) holds secrets and is in a git work tree"
+                " without being ignored: add it to .gitignore, or use $RECONCILER_SESSIONS instead") in r.stderr
+        (a.dir.parent / ".gitignore").write_text(f"configs/{SESSIONS_FILE}\n", encoding="utf-8")
+        r = a.run("plan")
+        assert r.exit_code == 0 and "Warning" not in r.stderr, r.output
+    finally:
+        a.close()

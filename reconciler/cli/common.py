@@ -77,7 +77,10 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path) -> Pr
     n = state(ctx).parallelism
     if n is not None and isinstance(settings.provider, TopSettings):
         settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"parallelism": n})})
-    return open_provider(settings, config_dir)
+    provider = open_provider(settings, config_dir)
+    for w in provider.warnings:
+        err(f"Warning: {w}")
+    return provider
 
 
 def history_for(settings: Settings, config_dir: Path) -> History:

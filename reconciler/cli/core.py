@@ -12,7 +12,8 @@ import click
 
 from ..apply import ApplyResult, apply_plan, check_safe, check_stale, make_plan
 from ..errors import ReconcilerError, StalePlan, UnsafePlan
-from ..history import default_actor, git_info
+from ..gitutil import git_info
+from ..history import default_actor
 from ..plan import Change, Plan, plan_from_data
 from ..render import plan_json, plan_text, problem_line, value_label
 from ..shard import Shard

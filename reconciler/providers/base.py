@@ -77,6 +77,7 @@ class Provider(ABC):
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self.retried = 0
+        self.warnings: list[str] = []  # for the user (stderr), e.g. secrets where git would commit them
 
     def call(self, what: str, fn: Callable[[], T], *, failed: ProviderError | None = None) -> T:
         """Run one platform call, retrying what the error says may be retried.

@@ -40,6 +40,7 @@ import yaml
 
 from .. import signing
 from ..errors import ConflictError, FatalProviderError, ProviderError, ReconcilerError, mask
+from ..gitutil import committable
 from ..model import DEFAULT_METHODS, SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
 from ..ratelimit import ClientLimiter
 from .base import Provider, RetryPolicy, platform_error, state_from_body
@@ -119,9 +120,15 @@ class TopProvider(Provider):
         methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
         secret = read_secret(settings, config_dir)
         sessions, source = read_sessions(settings, config_dir)
-        return cls(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions, sessions_source=source,
-                   sign_method=settings.sign_method, qps=settings.qps, timeout_s=settings.timeout_s,
-                   parallelism=settings.parallelism, methods=methods, retry=retry)
+        provider = cls(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions, sessions_source=source,
+                       sign_method=settings.sign_method, qps=settings.qps, timeout_s=settings.timeout_s,
+                       parallelism=settings.parallelism, methods=methods, retry=retry)
+        for key, rel, env in (("sessions_file", settings.sessions_file, settings.sessions_env),
+                              ("app_secret_file", settings.app_secret_file, settings.app_secret_env)):
+            if rel and committable(_resolve(config_dir, rel)):
+                provider.warnings.append(f"{_resolve(config_dir, rel)} (provider.{key}) holds secrets and is in a git work tree"
+                                         f" without being ignored: add it to .gitignore, or use ${env} instead")
+        return provider
 
     def close(self) -> None:
         self._http.close()
