@@ -74,7 +74,7 @@ def plan_text(plan: Plan, *, erp_names: Mapping[str, str], shop_names: Mapping[s
     by_shop = plan.by_shop()
     if not plan.changes:
         if plan.errors:
-            lines.append("No changes can be applied: every shop that differs has errors (see Problems).")
+            lines.append("No changes can be applied; some shops have errors (see Problems).")
         else:
             lines.append("No changes. The platform matches the configuration.")
     for shop, changes in by_shop.items():
@@ -222,7 +222,7 @@ def plan_markdown(plan: Plan, *, erp_names: Mapping[str, str], shop_names: Mappi
                     f" **{s['update']}** to update, in {_plural(len(changes), 'shop')} of {len(plan.shops)} planned;"
                     f" {_plural(len(errors), 'error')}, {_plural(len(warnings), 'warning')}.\n\n")
     elif errors:
-        head.append(f"**No changes can be applied:** every shop that differs has errors ({_plural(len(plan.shops), 'shop')}"
+        head.append(f"**No changes can be applied;** some shops have errors ({_plural(len(plan.shops), 'shop')}"
                     f" planned; {_plural(len(errors), 'error')}, {_plural(len(warnings), 'warning')}).\n\n")
     else:
         head.append(f"**No changes.** The platform matches the configuration ({_plural(len(plan.shops), 'shop')} planned;"
