@@ -65,6 +65,7 @@ def check_stale(plan: Plan, provider: Provider) -> None:
         return
     actual = provider.read(sorted(expected))
     stale: list[tuple[tuple[str, str, str], str]] = []
+    already = True  # every value that differs is what the plan would write: it was applied before
     for shop, want in sorted(expected.items()):
         state = actual[shop]
         if isinstance(state, ProviderError):
@@ -78,12 +79,14 @@ def check_stale(plan: Plan, provider: Provider) -> None:
             for path, detail in diff.get(kind, {}).items():
                 c = by_field[(shop, path[len("root['"):-len("']")])]
                 name = _field(c)[1]
+                already = already and detail["new_value"] == c.after.get(name)
                 stale.append((c.key, f"  {shop} {c.scenario.value} {c.action.value}: plan expects"
                                      f" {_show({name: detail['old_value']})}, platform has {_show({name: detail['new_value']})}"))
     if stale:
         stale.sort()
-        raise StalePlan("the saved plan is stale: the platform changed since it was made; nothing was applied\n"
-                        + "\n".join(line for _, line in stale) + "\nmake a new plan")
+        why = ("the saved plan was already applied: the platform holds what it would write" if already
+               else "the saved plan is stale: the platform changed since it was made")
+        raise StalePlan(f"{why}; nothing was applied\n" + "\n".join(line for _, line in stale) + "\nmake a new plan")
 
 
 def _show(v: Any) -> str:

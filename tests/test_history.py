@@ -261,3 +261,18 @@ def test_runs_record_their_end_and_exit_code(agency: Agency, ci_free: None) -> N
         h.close()
     assert [r["exit_code"] for r in runs] == [1, 0]
     assert all(r["finished"] for r in runs)
+
+
+def test_an_apply_with_nothing_to_do_records_no_run(agency: Agency, ci_free: None) -> None:
+    from reconciler.history import History
+
+    agency.shops(SHOPS)
+    agency.world(WORLD)
+    assert agency.run("apply", "--auto-approve").exit_code == 0
+    r = agency.run("apply", "--auto-approve")
+    assert r.exit_code == 0 and r.stdout.rstrip().endswith("Nothing to apply."), r.output
+    h = History(agency.dir / ".reconciler" / "history.db")
+    try:
+        assert [run["exit_code"] for run in h.runs()] == [0]
+    finally:
+        h.close()

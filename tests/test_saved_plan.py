@@ -74,7 +74,7 @@ def test_saved_plan_applies_once_then_is_stale(agency: Agency) -> None:
     r = agency.run("apply", str(out))
     assert r.exit_code == 1, r.output
     assert r.stderr.splitlines() == [
-        "Error: the saved plan is stale: the platform changed since it was made; nothing was applied",
+        "Error: the saved plan was already applied: the platform holds what it would write; nothing was applied",
         f"  100001 intercept_shipment rotate: plan expects appkey={WDT}, platform has appkey={JUS}",
         f"  100001 order_status bind: plan expects appkey=unbound, platform has appkey={JUS}",
         f"  100002 intercept_shipment bind: plan expects appkey=unbound, platform has appkey={INH}",

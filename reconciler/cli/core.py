@@ -125,6 +125,7 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
     history = history_for(settings, config_dir)
     commit, branch = git_info(config_dir)
     run: int | None = None
+    run_lock = threading.Lock()
     code: int | None = None  # stays None when the run crashes: the history shows it unfinished
     try:
         if planfile is None:
@@ -133,10 +134,13 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
                                  colour=state(ctx).colour_for(sys.stdout)), nl=False)
         else:
             the_plan = saved
-        run = history.start_run(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
-                                checksum=the_plan.checksum_ or the_plan.checksum)
 
         def record(*, change: Change, outcome: str, error: str | None) -> None:
+            nonlocal run
+            with run_lock:  # shops are applied in parallel over HTTP
+                if run is None:  # a run is recorded when it has something to record
+                    run = history.start_run(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
+                                            checksum=the_plan.checksum_ or the_plan.checksum)
             history.record(run, shop=change.shop, scenario=change.scenario.value, action=change.action.value,
                            before=dict(change.before), after=dict(change.after), outcome=outcome, error=error)
 
@@ -154,8 +158,9 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
         except (UnsafePlan, StalePlan) as e:
             refuse(e)
         if not the_plan.changes:
-            for p in the_plan.errors:
-                err(problem_line(p))
+            if planfile is not None:  # a fresh plan was printed above, with its problems
+                for p in the_plan.errors:
+                    err(problem_line(p))
             click.echo("Nothing to apply." if not the_plan.errors else "Nothing applied: every pending shop has errors.")
             code = 1 if the_plan.errors else 0
             ctx.exit(code)
