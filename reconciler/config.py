@@ -595,14 +595,15 @@ def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec, erps: _Catalog | N
     )
 
 
-def load_document(path: Path, display: str, model: type[M], expect_key: str | None) -> M:
+def load_document(path: Path, display: str, model: type[M], expect_key: str | None, *,
+                  subject: str = "the configuration") -> M:
     """One YAML file validated against ``model``; raise ConfigError with every problem."""
     if not path.exists():
-        raise ConfigError([Issue(display, 0, 0, "", "file does not exist")])
+        raise ConfigError([Issue(display, 0, 0, "", "file does not exist")], subject=subject)
     issues: list[Issue] = []
     with paused_gc():
         doc = _load_file(path, display, issues)
         result = _validate_file(doc, model, expect_key, issues) if doc is not None else None
     if result is None or any(i.severity == "error" for i in issues):
-        raise ConfigError(issues)
+        raise ConfigError(issues, subject=subject)
     return result

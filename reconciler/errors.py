@@ -37,10 +37,10 @@ class Issue:
 class ConfigError(ReconcilerError):
     """The configuration is invalid; carries every issue found, not just the first."""
 
-    def __init__(self, issues: Iterable[Issue]) -> None:
+    def __init__(self, issues: Iterable[Issue], *, subject: str = "the configuration") -> None:
         self.issues = sorted(issues, key=lambda i: (i.file, i.line, i.column, i.path, i.message))
         errors = [i for i in self.issues if i.severity == "error"]
-        head = f"{len(errors)} error(s) in the configuration"
+        head = f"{len(errors)} error(s) in {subject}"
         super().__init__("\n".join([*(str(i) for i in self.issues), head]))
 
 

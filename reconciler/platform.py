@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
 
 from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
 from .storage import open_sqlite
@@ -98,6 +98,18 @@ class World(BaseModel):
     apps: dict[StrictStr, WorldApp] = Field(default_factory=dict)
     shops: dict[StrictStr, WorldShop] = Field(default_factory=dict)
     faults: list[WorldFault] = Field(default_factory=list)
+
+    @field_validator("shops")
+    @classmethod
+    def _one_shop_per_session(cls, shops: dict[str, WorldShop]) -> dict[str, WorldShop]:
+        owner: dict[str, str] = {}
+        for sid, shop in shops.items():
+            if shop.session is not None:
+                if shop.session in owner:  # the key itself is a secret: name the shops only
+                    raise ValueError(f"shops {owner[shop.session]} and {sid} have the same session key;"
+                                     " a session key authorizes exactly one shop")
+                owner[shop.session] = sid
+        return shops
 
 
 _SCHEMA = """

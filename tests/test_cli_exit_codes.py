@@ -256,7 +256,7 @@ def test_sandbox_load_1_for_a_bad_world_file(agency: Agency) -> None:
         f"{w}:4:56: shops.100001.foo: unknown key 'foo'; expected one of: bindings, buyer_self_service, cs_permission, name, session",
         f"{w}:6:17: faults[0].operation: expected 'get', 'bind', 'unbind', 'selfservice' or 'check', got the string 'bnd'",
         f"{w}:6:29: faults[0].times: must be at least 1, got 0",
-        "6 error(s) in the configuration",
+        "6 error(s) in the world file",
     ]
     assert agency.run("sandbox", "dump", "--include-secrets").stdout == before  # nothing loaded
 
@@ -326,3 +326,17 @@ def test_sandbox_serve_on_a_taken_port_is_exit_1_without_traceback(tmp_path: Pat
         r = CliRunner().invoke(main, ["-C", str(tmp_path), "sandbox", "serve", "--port", str(port)])
     assert r.exit_code == 1
     assert r.stderr == f"Error: cannot serve on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_a_world_whose_shops_share_a_session_key_is_refused_with_its_location(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from reconciler.cli import main
+
+    world = tmp_path / "w.yaml"
+    world.write_text('shops:\n  "100001": {session: sess-x}\n  "100002": {session: sess-x}\n', encoding="utf-8")
+    r = CliRunner().invoke(main, ["-C", str(tmp_path), "sandbox", "load", str(world)])
+    assert r.exit_code == 1
+    assert r.stderr == (f"Error: {world}:2:3: shops: shops 100001 and 100002 have the same session key;"
+                        " a session key authorizes exactly one shop\n1 error(s) in the world file\n")
+    assert not (tmp_path / ".reconciler" / "sandbox.db").exists()

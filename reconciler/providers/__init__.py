@@ -16,7 +16,7 @@ __all__ = ["Provider", "RetryPolicy", "SandboxProvider", "open_provider", "open_
 
 def read_world(path: Path, display: str | None = None) -> World:
     """A world file, validated like the config (every error with file:line:column)."""
-    world = load_document(path, display or str(path), World, None)
+    world = load_document(path, display or str(path), World, None, subject="the world file")
     assert isinstance(world, World)
     return world
 
