@@ -262,7 +262,7 @@ def test_sandbox_load_1_for_a_bad_world_file(agency: Agency) -> None:
 
     r = agency.run("sandbox", "load", str(world.with_name("missing.yaml")))
     assert r.exit_code == 1
-    assert r.stderr == f"Error: {world.with_name('missing.yaml')}: file does not exist\n1 error(s) in the configuration\n"
+    assert r.stderr == f"Error: {world.with_name('missing.yaml')}: file does not exist\n1 error(s) in the world file\n"
 
 
 def test_sandbox_commands_1_on_a_bad_settings_file(agency: Agency) -> None:
