@@ -41,6 +41,7 @@ from .model import (
     Source,
     TopSettings,
     appkey_problem,
+    names_by_appkey,
 )
 from .yamlio import Document, PathT, load, path_str, paused_gc, read_as
 
@@ -68,15 +69,7 @@ class Config:
     selected_by_shop: bool = False
 
     def erp_names_by_appkey(self) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for name in sorted(self.erps):
-            out.setdefault(self.erps[name].appkey, name)
-        return out
-
-    def resolve(self, relative: str) -> Path:
-        """A path from the settings, relative to the config dir."""
-        p = Path(relative)
-        return p if p.is_absolute() else self.dir / p
+        return names_by_appkey(self.erps)
 
 
 # --------------------------------------------------------------------------- pydantic errors → issues
@@ -183,12 +176,10 @@ def _num(x: Any) -> Any:
 
 
 _APPKEYISH = {"appkey", "id", "app_key"}
-_SECRET_KEYS = {"app_secret", "secret", "session", "sessions"}
+# keys whose values are secrets: never echoed in a message, never accepted in reconciler.yaml
+_SECRET_KEYS = frozenset({"app_secret", "secret", "session", "sessions", "session_key"})
 _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
            "greater_than": ("greater than", "gt"), "less_than": ("less than", "lt")}
-
-
-_SECRET_VALUES = frozenset({"app_secret", "session", "secret", "session_key"})
 
 
 def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None) -> tuple[PathT, str, bool]:
@@ -196,7 +187,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
     kind = err["type"]
     value = err.get("input")
     last = path[-1] if path else ""
-    if str(last) in _SECRET_VALUES and kind != "extra_forbidden":
+    if str(last) in _SECRET_KEYS and kind != "extra_forbidden":
         # a secret (world files hold the app secret and session keys): never echo the value
         return path, "must be a quoted, non-empty string (the value is not shown: it is a secret)", False
     if kind == "extra_forbidden":

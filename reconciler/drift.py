@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ProviderError
 from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState
-from .plan import Action, Change, diff_shop
+from .plan import Action, Change, describe, diff_shop
 
 if TYPE_CHECKING:  # types only: at run time this module depends on plan and model alone
     from .config import Config
@@ -132,13 +132,6 @@ class DriftReport:
 # --------------------------------------------------------------------------- pure
 
 
-def _label(v: Mapping[str, Any], names: Mapping[str, str]) -> str:
-    if "appkey" in v:
-        key = v["appkey"]
-        if key is None:
-            return "unbound"
-        return f"{names[key]} ({key})" if key in names else str(key)
-    return ", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(v.items()))
 
 
 def _history(c: Change, last: Mapping[tuple[str, str, str], Entry]) -> tuple[str | None, dict[str, Any] | None]:
@@ -153,7 +146,7 @@ def _history(c: Change, last: Mapping[tuple[str, str, str], Entry]) -> tuple[str
 
 def _from_change(c: Change, names: Mapping[str, str], last: Mapping[tuple[str, str, str], Entry]) -> Finding:
     since, written = _history(c, last)
-    actual, expected = _label(c.before, names), _label(c.after, names)
+    actual, expected = describe(c.before, names), describe(c.after, names)
     if c.action is Action.update:
         on = bool(c.after.get("buyer_self_service"))
         kind = "self-service-off" if on else "self-service-on"

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .model import SCENARIOS, VIRTUAL_APPKEY, ErpSpec, Scenario, ShopState
+from .model import SCENARIOS, VIRTUAL_APPKEY, ErpSpec, Scenario, ShopState, names_by_appkey
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RESERVED = {"y", "yes", "n", "no", "true", "false", "on", "off", "null"}
@@ -57,17 +57,9 @@ class ImportedShop:
         return [str(s.settings["appkey"]) for s in self.scenarios if s.comment and "appkey" in s.settings]
 
 
-def _catalog(erps: Mapping[str, ErpSpec]) -> dict[str, str]:
-    """appkey → ERP name (the first name, sorted, when two share an appkey)."""
-    out: dict[str, str] = {}
-    for name in sorted(erps):
-        out.setdefault(erps[name].appkey, name)
-    return out
-
-
 def import_shop(state: ShopState, erps: Mapping[str, ErpSpec]) -> ImportedShop:
     """The config entry that describes ``state`` exactly."""
-    by_key = _catalog(erps)
+    by_key = names_by_appkey(erps)
     bound = [(sc, state.bindings[sc].appkey) for sc in SCENARIOS if sc in state.bindings]
     named = [(sc, by_key.get(key)) for sc, key in bound]
     counts = Counter(n for _, n in named if n is not None and erps[n].appkey != VIRTUAL_APPKEY)

@@ -8,6 +8,7 @@ providers return and what ``plan`` compares against: plain, hashable, provider-n
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -57,6 +58,14 @@ class ErpSpec(BaseModel):
     model_config = _STRICT
     name: StrictStr | None = None
     appkey: StrictStr
+
+
+def names_by_appkey(erps: Mapping[str, ErpSpec]) -> dict[str, str]:
+    """appkey → ERP name of the catalog (the first name, sorted, when two share an appkey)."""
+    out: dict[str, str] = {}
+    for name in sorted(erps):
+        out.setdefault(erps[name].appkey, name)
+    return out
 
 
 class ErpsFile(BaseModel):

@@ -210,6 +210,13 @@ def _label(appkey: str | None, names: Mapping[str, str]) -> str:
     return f"{name} ({appkey})" if name else appkey
 
 
+def describe(values: Mapping[str, Any], names: Mapping[str, str]) -> str:
+    """A change's before/after for people: ``jushuitan (21345678)``, ``unbound``, ``buyer_self_service=true``."""
+    if "appkey" in values:
+        return _label(values["appkey"], names)
+    return ", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(values.items()))
+
+
 def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str]) -> str:
     """Why a change is planned: what the config says and where. Said neutrally — whether the
     config changed or someone changed the platform, the plan cannot tell (drift can)."""

@@ -37,6 +37,7 @@ from urllib.parse import parse_qsl
 from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no type hints
 
 from . import signing
+from .model import DEFAULT_METHODS
 from .platform import PlatformError, SandboxPlatform
 from .ratelimit import AppLimit
 from .signing import response_key
@@ -46,14 +47,8 @@ log = logging.getLogger("reconciler.sandbox_server")
 GATEWAY_PATH = "/router/rest"
 STATS_PATH = "/stats"
 
-# Logical name → method name the gateway answers (PLATFORM-API.md).
-METHODS: dict[str, str] = {
-    "get": "erp.binding.get",
-    "bind": "erp.binding.bind",
-    "unbind": "erp.binding.unbind",
-    "selfservice": "erp.selfservice.set",
-    "check": "erp.app.check",
-}
+# Logical name → method name the gateway answers (PLATFORM-API.md); the client's defaults.
+METHODS: dict[str, str] = DEFAULT_METHODS
 _SESSIONLESS = {METHODS["check"]}
 SYSTEM_PARAMS = frozenset({"method", "app_key", "session", "timestamp", "v", "format", "sign_method", "sign",
                            "partner_id", "target_app_key", "simplify"})
