@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from .errors import ProviderError
 from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState
-from .plan import Action, Change, describe, diff_shop
+from .plan import Action, Change, describe, diff_shop, needed_checks
 
 if TYPE_CHECKING:  # types only: at run time this module depends on plan and model alone
     from .config import Config
@@ -193,6 +193,13 @@ def drift_shop(desired: DesiredShop, state: ShopState, checks: Mapping[tuple[str
     out += [Finding(shop=p.shop, scenario=p.scenario, category="unmanaged", kind="unmanaged", message=p.message,
                     actual={"appkey": state.appkey(p.scenario)} if p.scenario else None)
             for p in problems if p.kind == "unmanaged"]
+    # a difference the config asks for but the platform would refuse: it can never be applied
+    _, wanted = diff_shop(desired, state, checks, names, force=True)
+    out += [Finding(shop=p.shop, scenario=p.scenario, category="broken", kind="cannot-apply",
+                    message=f"the config's binding cannot be applied: {p.message}",
+                    actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
+                    source=str(desired.bindings[p.scenario].source) if p.scenario in desired.bindings else None)
+            for p in wanted if p.severity == "error" and p.kind in ("appkey-not-found", "not-integrated")]
     _, found = diff_shop(_as_found(desired, state), state, checks, names, force=True)
     for p in found:
         if p.kind in _BROKEN or p.kind == "check-failed":
@@ -265,7 +272,7 @@ def audit(config: Config, provider: Provider, *, history: History | None = None,
     """
     ids = [s.id for s in config.shops]
     actual = read_states(provider, ids, progress=progress)
-    checks = provider.check_apps(found_checks(actual))
+    checks = provider.check_apps(found_checks(actual) | needed_checks(config.shops))
     unknown: list[str] = []
     errors: list[str] = []
     if configured is not None:

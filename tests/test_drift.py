@@ -291,3 +291,24 @@ def test_after_a_rolled_back_apply_drift_says_so(agency: Agency) -> None:
     f = {(f["scenario"], f["kind"]): f for f in json.loads(r.stdout)["findings"]}[("intercept_shipment", "missing")]
     assert f["since"] is None and f["last_written"]["outcome"] == "rolled-back"
     assert f"reconciler put it back at {f['last_written']['time']} after a failed apply of its shop" in f["message"]
+
+
+def test_a_difference_the_platform_would_refuse_is_reported_as_unappliable(agency: Agency) -> None:
+    """Drift says not only that a binding is missing, but that applying it cannot work."""
+    agency.shops('shops:\n  - id: "100001"\n    scenarios:\n      intercept_shipment: {appkey: "99999999"}\n'
+                 '      order_status: {erp: wangdiantong}\n')
+    agency.world({"100001": {}})
+    r = agency.run("drift", "--format", "json")
+    assert r.exit_code == 2, r.output
+    assert _findings(r.stdout) == [
+        ("100001", "intercept_shipment", "drift", "missing"),
+        ("100001", "intercept_shipment", "broken", "cannot-apply"),
+        ("100001", "order_status", "drift", "missing"),
+        ("100001", "order_status", "broken", "cannot-apply"),
+    ]
+    messages = [f["message"] for f in json.loads(r.stdout)["findings"] if f["kind"] == "cannot-apply"]
+    assert messages == [
+        "the config's binding cannot be applied: appkey 99999999 does not exist on the platform; ask the ERP for its appkey",
+        "the config's binding cannot be applied: ERP wangdiantong (12345679) has not integrated order_status through Qimen;"
+        " only the ERP can fix this",
+    ]
