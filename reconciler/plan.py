@@ -303,8 +303,10 @@ def diff_shop(
             problems.append(Problem(sid, None, "error", "protected",
                                     f"shop is protected (protect: true, {desired.source}); it would {what}; use --force"))
     if changes and any(p.severity == "error" for p in problems):
+        what = "; ".join(f"{c.action.value} {c.scenario.value} {describe(c.before, names)} → {describe(c.after, names)}"
+                         for c in sorted(changes, key=lambda c: c.key))
         problems.append(Problem(sid, None, "info", "withheld",
-                                f"{len(changes)} change(s) of this shop withheld until the errors are fixed"))
+                                f"{len(changes)} change(s) of this shop withheld until the errors are fixed: {what}"))
         changes = []
     return changes, problems
 

@@ -55,7 +55,8 @@ def test_a_pinned_appkey_that_does_not_exist_is_an_error(agency: Agency) -> None
     assert problems(data) == [
         ("100001", "intercept_shipment", "error", "appkey-not-found",
          "appkey 99999999 does not exist on the platform; ask the ERP for its appkey"),
-        ("100001", None, "info", "withheld", "2 change(s) of this shop withheld until the errors are fixed"),
+        ("100001", None, "info", "withheld", "2 change(s) of this shop withheld until the errors are fixed:"
+         " bind intercept_shipment unbound → 99999999; bind modify_address unbound → jushuitan (21345678)"),
     ]
     # the shop is withheld as a whole (its valid modify_address bind too); the other shop is planned
     assert changes(data) == [("100002", "intercept_shipment", "bind", {"appkey": None}, {"appkey": JST})]
@@ -66,7 +67,8 @@ def test_a_pinned_appkey_that_does_not_exist_is_an_error(agency: Agency) -> None
     assert text(r)[-5:] == [
         "Problems:",
         "  error   100001 intercept_shipment: appkey 99999999 does not exist on the platform; ask the ERP for its appkey",
-        "  info    100001: 2 change(s) of this shop withheld until the errors are fixed",
+        "  info    100001: 2 change(s) of this shop withheld until the errors are fixed:"
+        " bind intercept_shipment unbound → 99999999; bind modify_address unbound → jushuitan (21345678)",
         "",
         "Plan: 1 to bind, 0 to rotate, 0 to unbind, 0 to update; 1 error(s), 0 warning(s).",
     ]
@@ -88,7 +90,8 @@ def test_an_erp_that_has_not_integrated_the_scenario_is_an_error(agency: Agency)
     assert problems(data) == [
         ("100001", "order_status", "error", "not-integrated",
          f"ERP wangdiantong ({WDT}) has not integrated order_status through Qimen; only the ERP can fix this"),
-        ("100001", None, "info", "withheld", "2 change(s) of this shop withheld until the errors are fixed"),
+        ("100001", None, "info", "withheld", "2 change(s) of this shop withheld until the errors are fixed:"
+         f" bind intercept_shipment unbound → wangdiantong ({WDT}); bind order_status unbound → wangdiantong ({WDT})"),
     ]
     assert data["changes"] == []
     assert agency.run("apply", "--auto-approve").exit_code == 1

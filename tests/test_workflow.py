@@ -64,7 +64,8 @@ def test_plan_with_only_withheld_shops_does_not_claim_a_match(agency: Agency) ->
     assert r.exit_code == 1
     assert r.stdout.startswith("No changes can be applied; some shops have errors (see Problems).\n")
     assert "  error   100001 order_status: ERP wangdiantong (12345679) has not integrated order_status through Qimen" in r.stdout
-    assert "  info    100001: 2 change(s) of this shop withheld until the errors are fixed" in r.stdout
+    assert ("  info    100001: 2 change(s) of this shop withheld until the errors are fixed: bind intercept_shipment"
+            " unbound → wangdiantong (12345679); bind order_status unbound → wangdiantong (12345679)") in r.stdout
     r = agency.run("apply", "--auto-approve")
     assert r.exit_code == 1
     assert agency.bindings("100001") == {}
