@@ -154,7 +154,11 @@ class _Budget:
         return "".join(self.parts)
 
 
-def _cut_note(what: str, limit: int) -> str:
+def _cut_note(parts: Iterable[str], limit: int) -> str:
+    """The note ending a Markdown report that was cut; empty when nothing was (``parts``: what was left out, or "")."""
+    what = ", ".join(p for p in parts if p)
+    if not what:
+        return ""
     return (f"\n> [!NOTE]\n> Cut to fit a comment ({limit:,} bytes): {what} not shown."
             " The full output: run the same command with `--format text` or `--format json`.\n")
 
@@ -245,13 +249,9 @@ def plan_markdown(plan: Plan, *, erp_names: Mapping[str, str], shop_names: Mappi
         if not budget.add(block):
             left_shops += 1
             left_changes += len(changes.get(shop, []))
-    out = budget.text()
-    if left_shops or left_errors:
-        what = ", ".join(x for x in (
-            f"{_plural(left_errors, 'error')} of the error list" if left_errors else "",
-            f"{_plural(left_shops, 'shop')} ({_plural(left_changes, 'change')})" if left_shops else "") if x)
-        out += _cut_note(what, limit)
-    return out
+    return budget.text() + _cut_note((
+        f"{_plural(left_errors, 'error')} of the error list" if left_errors else "",
+        f"{_plural(left_shops, 'shop')} ({_plural(left_changes, 'change')})" if left_shops else ""), limit)
 
 
 # --------------------------------------------------------------------------- drift → text, JSON, Markdown, JUnit
@@ -345,13 +345,9 @@ def drift_markdown(report: DriftReport, *, erp_names: Mapping[str, str], limit: 
                 left_unknown += 1
     else:
         left_unknown = len(unknown)
-    out = budget.text()
-    if left_shops or left_unknown:
-        what = ", ".join(x for x in (
-            f"{_plural(left_shops, 'shop')} ({_plural(left_findings, 'finding')})" if left_shops else "",
-            f"{_plural(left_unknown, 'unknown shop')}" if left_unknown else "") if x)
-        out += _cut_note(what, limit)
-    return out
+    return budget.text() + _cut_note((
+        f"{_plural(left_shops, 'shop')} ({_plural(left_findings, 'finding')})" if left_shops else "",
+        _plural(left_unknown, "unknown shop") if left_unknown else ""), limit)
 
 
 def _xml_text(text: str) -> str:

@@ -262,38 +262,35 @@ class Gateway:
             method, shop, business = self._authorize(params)
             call = self._prepare(method, shop, business)
         except Refused as e:
-            with self._lock:
-                self._counters.refused[e.code] += 1
+            self._count(self._counters.refused, e.code)
             return _error(e.code, e.sub_code, e.sub_msg, request_id)
         scenario = business.get("scenario")
         delay = self.faults.delay_for(method, shop, scenario)
         if delay > 0 and self.stopping.wait(delay):
             return _error(10, "isp.service-unavailable", "the gateway is shutting down", request_id)
         if self.faults.drops("before", method, shop, scenario):
-            with self._lock:
-                self._counters.dropped_before[method] += 1
+            self._count(self._counters.dropped_before, method)
             raise _Drop
-        with self._lock:
-            self._counters.handled[method] += 1
+        self._count(self._counters.handled, method)
         try:
             result = call()
         except PlatformError as e:
-            with self._lock:
-                self._counters.failed[method] += 1
+            self._count(self._counters.failed, method)
             sub_msg = f"This ban will last for {e.ban_seconds} more seconds" if e.code == 7 and e.ban_seconds else e.msg
             return _error(e.code, e.sub_code, sub_msg, request_id)
         except Exception:
             log.exception("the platform failed on %s (request %s)", method, request_id)
-            with self._lock:
-                self._counters.failed[method] += 1
+            self._count(self._counters.failed, method)
             return _error(10, "isp.unknown-error", "the service failed; try again", request_id)
         if self.faults.drops("after", method, shop, scenario):
-            with self._lock:
-                self._counters.dropped_after[method] += 1
+            self._count(self._counters.dropped_after, method)
             raise _Drop
-        with self._lock:
-            self._counters.ok[method] += 1
+        self._count(self._counters.ok, method)
         return {response_key(method): {**result, "request_id": request_id}}
+
+    def _count(self, table: Counter[Any], key: Any) -> None:
+        with self._lock:
+            table[key] += 1
 
     def _authorize(self, params: dict[str, str]) -> tuple[str, str | None, dict[str, str]]:
         """The checks every request passes before the platform sees it (see the module doc)."""
