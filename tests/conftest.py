@@ -215,3 +215,71 @@ def agency(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.M
         yield a
     finally:
         a.close()
+
+
+# ---------------------------------------------------------------------- the state store's backends
+#
+# The shared state store is tested against SQLite and against a real PostgreSQL server
+# that the tests start themselves (tests/pgserver.py: the distro's binaries, 127.0.0.1
+# only, a throwaway directory; as root it runs as the ``postgres`` OS user). ``state_url``
+# runs a test once per backend with a fresh store URL; ``pg_url`` is PostgreSQL only.
+# Without the PostgreSQL binaries the PostgreSQL runs fail, saying what to install;
+# RECONCILER_TEST_NO_POSTGRES=1 skips them instead.
+
+import itertools  # noqa: E402  (imports of this appended section)
+import os  # noqa: E402
+
+import pgserver  # noqa: E402
+from pgserver import PgServer, PostgresNotFound  # noqa: E402
+
+STATE_BACKENDS = ("sqlite", "postgresql")
+NO_POSTGRES_ENV = "RECONCILER_TEST_NO_POSTGRES"
+_database_numbers = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One throwaway PostgreSQL server for the whole test session (started on first use)."""
+    if os.environ.get(NO_POSTGRES_ENV) == "1":
+        pytest.skip(f"{NO_POSTGRES_ENV}=1: the PostgreSQL tests are skipped")
+    try:
+        bindir = pgserver.find_bindir()
+        not_found = ""
+    except PostgresNotFound as e:
+        not_found = str(e)
+    if not_found:  # failed outside the except block: the message alone, not a chained traceback
+        pytest.fail(f"{not_found}. The shared-state tests start a real PostgreSQL server: install Debian's postgresql "
+                    f"package (apt-get install postgresql; .ci/run does it when missing), or set "
+                    f"{NO_POSTGRES_ENV}=1 to skip these tests.", pytrace=False)
+    server = PgServer(bindir)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _fresh_database(server: PgServer) -> Iterator[str]:
+    """A new empty database ``t_<n>`` on ``server``: its URL (with the password); dropped afterwards."""
+    name = f"t_{next(_database_numbers)}"
+    url = server.create_database(name)
+    try:
+        yield url
+    finally:
+        server.drop_database(name)
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A fresh PostgreSQL database: ``postgresql://reconciler:PASSWORD@127.0.0.1:PORT/t_<n>``."""
+    yield from _fresh_database(pg_server)
+
+
+@pytest.fixture(params=STATE_BACKENDS, ids=list(STATE_BACKENDS))
+def state_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh state store URL, once per backend: ``sqlite:////<tmp_path>/state.db``, then a
+    fresh PostgreSQL database (as ``pg_url``)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path.resolve() / 'state.db'}"
+        return
+    yield from _fresh_database(request.getfixturevalue("pg_server"))
