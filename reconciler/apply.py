@@ -18,11 +18,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from .config import Config
 from .errors import ConflictError, FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
-from .model import Scenario, ShopState
-from .plan import Action, Change, Plan, compute_plan, needed_checks
+from .model import Desired, Scenario, ShopState
+from .plan import Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
+from .vocab import Action, Exit, Outcome, ProblemKind, WriteFate, show
 
 log = logging.getLogger("reconciler.apply")
 
@@ -30,13 +30,12 @@ Recorder = Callable[..., None]
 Progress = Callable[[int, int, str], None]
 
 
-def make_plan(config: Config, provider: Provider, *, force: bool = False) -> Plan:
-    """Read the actual state of the config's shops and plan the changes."""
-    actual = provider.read([s.id for s in config.shops])
-    checks = provider.check_apps(needed_checks(config.shops))
-    return compute_plan(config.shops, actual, checks, config.erp_names_by_appkey(),
-                        safety=config.settings.safety, force=force,
-                        managed_total=config.managed_total or None, share_of_total=config.selected_by_shop)
+def make_plan(desired: Desired, provider: Provider, *, force: bool = False) -> Plan:
+    """Read the actual state of the desired shops and plan the changes."""
+    actual = provider.read([s.id for s in desired.shops])
+    checks = provider.check_apps(needed_checks(desired.shops))
+    return compute_plan(desired.shops, actual, checks, desired.erp_names, safety=desired.safety, force=force,
+                        managed_total=desired.managed_total or None, share_of_total=desired.share_of_total)
 
 
 def _field(change: Change) -> tuple[str, str]:
@@ -81,7 +80,7 @@ def check_stale(plan: Plan, provider: Provider) -> None:
                 name = _field(c)[1]
                 already = already and detail["new_value"] == c.after.get(name)
                 stale.append((c.key, f"  {shop} {c.scenario.value} {c.action.value}: plan expects"
-                                     f" {_show({name: detail['old_value']})}, platform has {_show({name: detail['new_value']})}"))
+                                     f" {_setting(name, detail['old_value'])}, platform has {_setting(name, detail['new_value'])}"))
     if stale:
         stale.sort()
         why = ("the saved plan was already applied: the platform holds what it would write" if already
@@ -89,32 +88,31 @@ def check_stale(plan: Plan, provider: Provider) -> None:
         raise StalePlan(f"{why}; nothing was applied\n" + "\n".join(line for _, line in stale) + "\nmake a new plan")
 
 
-def _show(v: Any) -> str:
-    items = list(dict(v).items())
-    if len(items) == 1:
-        k, val = items[0]
-        return f"{k}={'unbound' if val is None and k == 'appkey' else str(val).lower() if isinstance(val, bool) else val}"
-    return str(dict(v))
+def _setting(name: str, value: Any) -> str:
+    """``appkey=21345678``, ``appkey=unbound``, ``buyer_self_service=true``."""
+    return show({name: value}, key=lambda k: f"appkey={k}", unbound="appkey=unbound")
 
 
 def check_safe(plan: Plan, *, force: bool) -> None:
     if force or plan.force:
         return
-    unsafe = [p for p in plan.unsafe if p.kind == "unsafe"]
+    unsafe = [p for p in plan.unsafe if p.kind == ProblemKind.unsafe]
     if unsafe:
         raise UnsafePlan("refusing to apply: " + unsafe[0].message)
 
 
-@dataclass
+@dataclass(frozen=True)
 class ShopOutcome:
+    """What applying one shop's changes came to."""
+
     shop: str
-    applied: list[Change] = field(default_factory=list)
+    applied: tuple[Change, ...] = ()
     failed: Change | None = None
     error: str | None = None
     failure: Exception | None = None
-    uncertain: str | None = None  # what became of a failed write whose answer was lost (it may have landed)
-    rolled_back: list[Change] = field(default_factory=list)
-    rollback_errors: list[str] = field(default_factory=list)
+    fate: WriteFate | None = None  # what became of a failed write whose answer was lost (it may have landed)
+    rolled_back: tuple[Change, ...] = ()
+    rollback_errors: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -138,9 +136,18 @@ class ApplyResult:
         return sum(len(o.applied) for o in self.outcomes if o.ok)
 
     @property
+    def ok(self) -> list[ShopOutcome]:
+        return [o for o in self.outcomes if o.ok]
+
+    @property
+    def fatal(self) -> bool:
+        """A failure about the platform or the app stopped the run."""
+        return any(o.fatal for o in self.failed)
+
+    @property
     def changed(self) -> int:
         """Changes that stay on the platform: applied ones, and those a failed rollback left."""
-        return self.applied + sum(len(o.applied) - len(o.rolled_back) + (o.uncertain == UNSETTLED)
+        return self.applied + sum(len(o.applied) - len(o.rolled_back) + (o.fate == WriteFate.unsettled)
                                   for o in self.outcomes if not o.ok)
 
     @property
@@ -148,11 +155,11 @@ class ApplyResult:
         return [o for o in self.outcomes if not o.ok]
 
     @property
-    def exit_code(self) -> int:
-        """0 all applied · 3 partly applied · 1 nothing changed (CONTRACT.md)."""
+    def exit_code(self) -> Exit:
+        """0 all applied · 3 partly applied · 1 nothing changed."""
         if not self.failed and not self.withheld and not self.not_started:
-            return 0
-        return 3 if self.changed else 1
+            return Exit.ok
+        return Exit.partial if self.changed else Exit.error
 
 
 def _write(provider: Provider, c: Change) -> None:
@@ -187,56 +194,60 @@ def _describe(e: Exception) -> str:
     return f"unexpected {type(e).__name__}: {mask(str(e))}"
 
 
-UNSETTLED = "it may have taken effect and could not be put back"
-
-
-def _settle_uncertain(provider: Provider, c: Change, out: ShopOutcome, record: Recorder) -> None:
+def _settle_uncertain(provider: Provider, c: Change, record: Recorder) -> tuple[WriteFate, str | None]:
     """The failed write may have landed (its answer was lost). Put it back with a compare-and-set
-    on its ``after``: a conflict means it had not landed; success means it had, and is undone."""
+    on its ``after``: a conflict means it had not landed; success means it had, and is undone.
+    Returns what became of it, and the rollback error when putting it back failed."""
     undo = _undo(c)
     try:
         _write(provider, undo)
     except ConflictError:
-        out.uncertain = "it had not taken effect"
-        return
+        return WriteFate.not_landed, None
     except Exception as e:
         why = _describe(e)
-        out.uncertain = UNSETTLED
-        out.rollback_errors.append(f"{c.scenario.value}: may have been changed; putting it back failed: {why}")
-        record(change=undo, outcome="rollback-failed", error=why)
-        return
-    out.uncertain = "it had taken effect and was put back"
-    record(change=undo, outcome="rolled-back", error=None)
+        record(change=undo, outcome=Outcome.rollback_failed, error=why)
+        return WriteFate.unsettled, f"{c.scenario.value}: may have been changed; putting it back failed: {why}"
+    record(change=undo, outcome=Outcome.rolled_back, error=None)
+    return WriteFate.undone, None
 
 
 def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder) -> ShopOutcome:
     """Apply one shop's changes in order; on the first failure put back what was done."""
-    out = ShopOutcome(shop)
+    applied: list[Change] = []
     for c in shop_order(changes):
         try:
             _write(provider, c)
         except Exception as e:
-            out.failed, out.error, out.failure = c, _describe(e), e
-            record(change=c, outcome="failed", error=out.error)
-            break
-        out.applied.append(c)
-        record(change=c, outcome="applied", error=None)
-    if out.failed is None:
-        return out
-    if getattr(out.failure, "ambiguous", False):
-        _settle_uncertain(provider, out.failed, out, record)
-    for c in reversed(out.applied):
+            error = _describe(e)
+            record(change=c, outcome=Outcome.failed, error=error)
+            return _roll_back(provider, shop, applied, c, error, e, record)
+        applied.append(c)
+        record(change=c, outcome=Outcome.applied, error=None)
+    return ShopOutcome(shop, applied=tuple(applied))
+
+
+def _roll_back(provider: Provider, shop: str, applied: list[Change], failed: Change, error: str, failure: Exception,
+               record: Recorder) -> ShopOutcome:
+    """Put back, in reverse order, what this run changed of a shop whose change ``failed``."""
+    fate: WriteFate | None = None
+    rollback_errors: list[str] = []
+    if getattr(failure, "ambiguous", False):
+        fate, why = _settle_uncertain(provider, failed, record)
+        rollback_errors += [why] if why else []
+    rolled_back: list[Change] = []
+    for c in reversed(applied):
         undo = _undo(c)
         try:
             _write(provider, undo)
         except Exception as e:
             why = _describe(e)
-            out.rollback_errors.append(f"{c.scenario.value}: {why}")
-            record(change=undo, outcome="rollback-failed", error=why)
+            rollback_errors.append(f"{c.scenario.value}: {why}")
+            record(change=undo, outcome=Outcome.rollback_failed, error=why)
             continue
-        out.rolled_back.append(c)
-        record(change=undo, outcome="rolled-back", error=None)
-    return out
+        rolled_back.append(c)
+        record(change=undo, outcome=Outcome.rolled_back, error=None)
+    return ShopOutcome(shop, applied=tuple(applied), failed=failed, error=error, failure=failure, fate=fate,
+                       rolled_back=tuple(rolled_back), rollback_errors=tuple(rollback_errors))
 
 
 def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None,
@@ -280,5 +291,4 @@ def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             for shop, o in zip(shops, pool.map(one, shops), strict=True):
                 collect(shop, o)
-    withheld = sorted({p.shop for p in plan.problems if p.severity == "error" and p.shop})
-    return ApplyResult(outcomes=outcomes, withheld=withheld, not_started=not_started)
+    return ApplyResult(outcomes=outcomes, withheld=plan.withheld, not_started=not_started)

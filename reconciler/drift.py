@@ -17,28 +17,24 @@ it differs: the platform held the written value then and was changed afterwards.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from .errors import ProviderError
-from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState
-from .plan import Action, Change, describe, diff_shop, needed_checks
+from .model import AppCheck, Desired, DesiredBinding, DesiredShop, Scenario, ShopState
+from .plan import Change, diff_shop, needed_checks
+from .vocab import BROKEN_KINDS, CATEGORIES, Action, Category, Exit, FindingKind, Outcome, ProblemKind, Severity, show
 
-if TYPE_CHECKING:  # types only: at run time this module depends on plan and model alone
-    from .config import Config
+if TYPE_CHECKING:  # types only: at run time this module depends on plan, model and vocab alone
     from .history import Entry, History
     from .providers.base import Provider
     from .shard import Shard
 
 FORMAT_VERSION = 1
-Category = Literal["drift", "unmanaged", "broken", "unknown-shop", "error"]
-CATEGORIES: tuple[Category, ...] = ("drift", "unmanaged", "broken", "unknown-shop", "error")
 Progress = Callable[[int, int, str], None]
 
-# preflight problem kinds that mean "this binding cannot work" (or could not be checked)
-_BROKEN = {"appkey-not-found", "not-integrated", "detail-not-whitelisted", "status-not-synced"}
-_KIND = {Action.rotate: "differs", Action.bind: "missing", Action.unbind: "not-unbound"}
+_KIND = {Action.rotate: FindingKind.differs, Action.bind: FindingKind.missing, Action.unbind: FindingKind.not_unbound}
 _CAT_ORDER = {c: i for i, c in enumerate(CATEGORIES)}
 
 
@@ -50,7 +46,7 @@ class Finding:
     shop: str | None
     scenario: Scenario | None
     category: Category
-    kind: str
+    kind: FindingKind | ProblemKind
     message: str
     expected: Mapping[str, Any] | None = None
     actual: Mapping[str, Any] | None = None
@@ -75,17 +71,23 @@ class DriftReport:
     findings: tuple[Finding, ...]
     shop_names: Mapping[str, str | None]
     shard: str | None = None
+    erp_names: Mapping[str, str] = field(default_factory=dict)  # appkey → ERP name, for people
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> Exit:
         """0 nothing found, 2 drift, 1 the audit is incomplete (a read or check failed)."""
-        if any(f.category == "error" for f in self.findings):
-            return 1
-        return 2 if self.findings else 0
+        if any(f.category == Category.error for f in self.findings):
+            return Exit.error
+        return Exit.pending if self.findings else Exit.ok
 
     @property
     def status(self) -> str:
-        return {0: "clean", 1: "error", 2: "drift"}[self.exit_code]
+        return {Exit.ok: "clean", Exit.error: "error", Exit.pending: "drift"}[self.exit_code]
+
+    def without(self, categories: Iterable[str]) -> DriftReport:
+        """The report with the findings of ``categories`` left out (``--ignore``)."""
+        leave = set(categories)
+        return replace(self, findings=tuple(f for f in self.findings if f.category not in leave))
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {c: 0 for c in CATEGORIES}
@@ -102,12 +104,12 @@ class DriftReport:
         return out
 
     def unknown_shops(self) -> list[str]:
-        return [f.shop for f in self.findings if f.category == "unknown-shop" and f.shop]
+        return [f.shop for f in self.findings if f.category == Category.unknown_shop and f.shop]
 
     def general(self) -> list[Finding]:
         """Findings about no managed shop (errors of the audit itself)."""
         managed = set(self.shops)
-        return [f for f in self.findings if f.category != "unknown-shop" and f.shop not in managed]
+        return [f for f in self.findings if f.category != Category.unknown_shop and f.shop not in managed]
 
     def to_data(self) -> dict[str, Any]:
         per = self.by_shop()
@@ -119,11 +121,11 @@ class DriftReport:
             "summary": {
                 "shops": len(self.shops),
                 "shops_with_findings": sum(1 for fs in per.values() if fs),
-                "drift": counts["drift"], "unmanaged": counts["unmanaged"], "broken": counts["broken"],
-                "unknown_shops": counts["unknown-shop"], "errors": counts["error"],
+                "drift": counts[Category.drift], "unmanaged": counts[Category.unmanaged], "broken": counts[Category.broken],
+                "unknown_shops": counts[Category.unknown_shop], "errors": counts[Category.error],
             },
             "shops": [{"id": s, "name": self.shop_names.get(s),
-                       "status": "error" if any(f.category == "error" for f in fs) else ("drift" if fs else "clean"),
+                       "status": "error" if any(f.category == Category.error for f in fs) else ("drift" if fs else "clean"),
                        "findings": len(fs)} for s, fs in per.items()],
             "findings": [f.to_data() for f in self.findings],
         }
@@ -146,22 +148,23 @@ def _history(c: Change, last: Mapping[tuple[str, str, str], Entry]) -> tuple[str
 
 def _from_change(c: Change, names: Mapping[str, str], last: Mapping[tuple[str, str, str], Entry]) -> Finding:
     since, written = _history(c, last)
-    actual, expected = describe(c.before, names), describe(c.after, names)
+    actual, expected = show(c.before, names), show(c.after, names)
+    kind: FindingKind
     if c.action is Action.update:
         on = bool(c.after.get("buyer_self_service"))
-        kind = "self-service-off" if on else "self-service-on"
-        category: Category = "broken" if on else "drift"
+        kind = FindingKind.self_service_off if on else FindingKind.self_service_on
+        category = Category.broken if on else Category.drift
         msg = ("buyer self-service address change is off; the config wants it on"
                " (and the automation task 自动核单/自助核单 configured)" if on
                else "buyer self-service address change is on; the config wants it off")
     else:
-        kind, category = _KIND[c.action], "drift"
+        kind, category = _KIND[c.action], Category.drift
         msg = {Action.rotate: f"bound to {actual}; the config wants {expected}",
                Action.bind: f"not bound; the config wants {expected}",
                Action.unbind: f"bound to {actual}; the config wants it unbound"}[c.action]
     if since:
         msg += f"; changed outside reconciler since {since} (last set by {written['actor'] if written else '?'})"
-    elif written and written["outcome"] == "rolled-back":
+    elif written and written["outcome"] == Outcome.rolled_back:
         msg += f"; reconciler put it back at {written['time']} after a failed apply of its shop"
     elif written:
         msg += f"; the platform still holds what reconciler set at {written['time']}: the config changed since"
@@ -190,22 +193,23 @@ def drift_shop(desired: DesiredShop, state: ShopState, checks: Mapping[tuple[str
     # Without checks, and forced, diff_shop withholds nothing: every difference is a change.
     changes, problems = diff_shop(desired, state, {}, names, force=True)
     out = [_from_change(c, names, last) for c in changes]
-    out += [Finding(shop=p.shop, scenario=p.scenario, category="unmanaged", kind="unmanaged", message=p.message,
+    out += [Finding(shop=p.shop, scenario=p.scenario, category=Category.unmanaged, kind=ProblemKind.unmanaged, message=p.message,
                     actual={"appkey": state.appkey(p.scenario)} if p.scenario else None)
-            for p in problems if p.kind == "unmanaged"]
+            for p in problems if p.kind == ProblemKind.unmanaged]
     # a difference the config asks for but the platform would refuse: it can never be applied
     _, wanted = diff_shop(desired, state, checks, names, force=True)
-    out += [Finding(shop=p.shop, scenario=p.scenario, category="broken", kind="cannot-apply",
+    out += [Finding(shop=p.shop, scenario=p.scenario, category=Category.broken, kind=FindingKind.cannot_apply,
                     message=f"the config's binding cannot be applied: {p.message}",
                     actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
                     source=str(desired.bindings[p.scenario].source) if p.scenario in desired.bindings else None)
-            for p in wanted if p.severity == "error" and p.kind in ("appkey-not-found", "not-integrated")]
+            for p in wanted if p.severity == Severity.error
+            and p.kind in (ProblemKind.appkey_not_found, ProblemKind.not_integrated)]
     _, found = diff_shop(_as_found(desired, state), state, checks, names, force=True)
     for p in found:
-        if p.kind in _BROKEN or p.kind == "check-failed":
+        if p.kind in BROKEN_KINDS or p.kind == ProblemKind.check_failed:
             want = desired.bindings.get(p.scenario) if p.scenario else None
             out.append(Finding(shop=p.shop, scenario=p.scenario, kind=p.kind, message=p.message,
-                               category="broken" if p.kind in _BROKEN else "error",
+                               category=Category.broken if p.kind in BROKEN_KINDS else Category.error,
                                actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
                                source=str(want.source) if want else None))
     return out
@@ -233,18 +237,19 @@ def compute_drift(
     for shop in desired:
         state = actual[shop.id]
         if isinstance(state, ProviderError):
-            findings.append(Finding(shop=shop.id, scenario=None, category="error", kind="read-failed",
+            findings.append(Finding(shop=shop.id, scenario=None, category=Category.error, kind=ProblemKind.read_failed,
                                     message=f"cannot read the shop: {state}", source=str(shop.source)))
             continue
         findings += drift_shop(shop, state, checks, names, last)
-    findings += [Finding(shop=s, scenario=None, category="unknown-shop", kind="unknown-shop",
+    findings += [Finding(shop=s, scenario=None, category=Category.unknown_shop, kind=FindingKind.unknown_shop,
                          message="the platform knows this shop but no shops/*.yaml declares it;"
                                  " onboard it with: reconciler import --shop " + s)
                  for s in unknown_shops]
-    findings += [Finding(shop=None, scenario=None, category="error", kind="audit-failed", message=e) for e in errors]
+    findings += [Finding(shop=None, scenario=None, category=Category.error, kind=FindingKind.audit_failed, message=e)
+                 for e in errors]
     findings.sort(key=_order)
     return DriftReport(shops=tuple(s.id for s in desired), findings=tuple(findings),
-                       shop_names={s.id: s.name for s in desired}, shard=shard)
+                       shop_names={s.id: s.name for s in desired}, shard=shard, erp_names=dict(names))
 
 
 # --------------------------------------------------------------------------- I/O
@@ -263,16 +268,17 @@ def read_states(provider: Provider, shop_ids: Sequence[str], *, progress: Progre
     return out
 
 
-def audit(config: Config, provider: Provider, *, history: History | None = None, configured: set[str] | None = None,
-          shard: Shard | None = None, progress: Progress | None = None) -> DriftReport:
-    """Read the platform and audit the config's shops.
+def audit(desired: Desired, provider: Provider, *, history: History | None = None, shard: Shard | None = None,
+          progress: Progress | None = None) -> DriftReport:
+    """Read the platform and audit the desired shops.
 
-    ``configured``: every shop id of the whole configuration; when given, the platform's
-    other shops (those of ``shard``, if any) are reported as unknown.
+    ``desired.configured``: every shop id of the whole configuration; when given, the
+    platform's other shops (those of ``shard``, if any) are reported as unknown.
     """
-    ids = [s.id for s in config.shops]
+    ids = [s.id for s in desired.shops]
+    configured = desired.configured
     actual = read_states(provider, ids, progress=progress)
-    checks = provider.check_apps(found_checks(actual) | needed_checks(config.shops))
+    checks = provider.check_apps(found_checks(actual) | needed_checks(desired.shops))
     unknown: list[str] = []
     errors: list[str] = []
     if configured is not None:
@@ -283,5 +289,5 @@ def audit(config: Config, provider: Provider, *, history: History | None = None,
         else:
             unknown = [s for s in listed if s not in configured and (shard is None or shard.holds(s))]
     last = history.last_written(ids) if history is not None else {}
-    return compute_drift(config.shops, actual, checks, config.erp_names_by_appkey(), unknown_shops=unknown,
+    return compute_drift(desired.shops, actual, checks, desired.erp_names, unknown_shops=unknown,
                          last_written=last, errors=errors, shard=str(shard) if shard else None)

@@ -28,6 +28,7 @@ from typing import Any
 
 from .model import HistorySettings
 from .storage import open_sqlite
+from .vocab import WRITTEN, Action
 
 FORMAT_VERSION = 1
 DEFAULT_PATH = ".reconciler/history.db"
@@ -44,8 +45,6 @@ CREATE INDEX IF NOT EXISTS changes_shop ON changes (shop, time);
 """
 
 CI_ACTOR_VARS = ("RECONCILER_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR", "BUILD_REQUESTEDFOR", "USER")
-# The outcomes after which the platform holds the row's ``after`` value.
-WRITTEN = ("applied", "rolled-back")
 
 
 def now() -> str:
@@ -218,5 +217,5 @@ class History:
         for r in rows:
             e = _entry(r)
             if e.shop in wanted and e.scenario:
-                out[(e.shop, e.scenario, "update" if e.action == "update" else "binding")] = e
+                out[(e.shop, e.scenario, "update" if e.action == Action.update else "binding")] = e
         return out

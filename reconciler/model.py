@@ -8,7 +8,8 @@ providers return and what ``plan`` compares against: plain, hashable, provider-n
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -218,6 +219,17 @@ class HistorySettings(BaseModel):
     path: StrictStr | None = None
 
 
+class StateSettings(BaseModel):
+    """``state``: where the shared state store lives (history, run locks, apply journal) and
+    how ``apply`` waits for locks. ``url`` None: a legacy ``history.path``, else the embedded
+    default ``sqlite:///.reconciler/state.db`` (see ``reconciler.state.urls``)."""
+
+    model_config = _STRICT
+    url: StrictStr | None = None
+    lock_timeout_s: Annotated[float, Field(ge=0)] = 0.0
+    lock_lease_s: Annotated[float, Field(ge=1)] = 60.0
+
+
 class Settings(BaseModel):
     """``reconciler.yaml``; every section optional."""
 
@@ -226,6 +238,7 @@ class Settings(BaseModel):
     safety: SafetySettings = SafetySettings()
     apply: ApplySettings = ApplySettings()
     history: HistorySettings = HistorySettings()
+    state: StateSettings = StateSettings()
 
 
 # --------------------------------------------------------------------------- resolved desired state
@@ -301,3 +314,25 @@ class AppCheck(BaseModel):
     name: str | None = None
     detail_whitelisted: bool = False
     syncs_order_status: bool = True
+
+
+# --------------------------------------------------------------------------- what planning takes
+
+
+@dataclass(frozen=True)
+class Desired:
+    """What planning, applying and auditing take from a configuration: the selected shops,
+    the ERP names by appkey, the safety settings, and how the selection relates to the whole
+    configuration (the safety threshold is measured against all of it, so a small ``--shop``
+    or ``--shard`` selection cannot slip under ``min_managed``)."""
+
+    shops: Sequence[DesiredShop]
+    erp_names: Mapping[str, str] = field(default_factory=dict)
+    safety: SafetySettings = field(default_factory=SafetySettings)
+    managed_total: int | None = None   # managed bindings of the whole configuration
+    share_of_total: bool = False       # a hand-picked --shop selection: measure the share over the whole config
+    configured: frozenset[str] | None = None  # every shop id of the whole configuration (drift: unknown shops)
+
+    @property
+    def shop_names(self) -> dict[str, str | None]:
+        return {s.id: s.name for s in self.shops}

@@ -16,29 +16,17 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import ProviderError, StalePlan
 from .model import AppCheck, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState
+from .vocab import DISRUPTIVE, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
 
 FORMAT_VERSION = 1
 
 
-class Action(StrEnum):
-    bind = "bind"
-    rotate = "rotate"
-    unbind = "unbind"
-    update = "update"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-DISRUPTIVE = (Action.rotate, Action.unbind)
-Severity = Literal["error", "warning", "info"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +58,7 @@ class Problem:
     shop: str | None
     scenario: Scenario | None
     severity: Severity
-    kind: str
+    kind: ProblemKind
     message: str
 
     def to_data(self) -> dict[str, Any]:
@@ -78,7 +66,31 @@ class Problem:
                 "severity": self.severity, "kind": self.kind, "message": self.message}
 
 
-_SEV_ORDER = {"error": 0, "warning": 1, "info": 2}
+@dataclass(frozen=True)
+class Names:
+    """The names a plan shows beside ids: ERP names by appkey, shop names by shop id.
+
+    They travel with the plan (and its saved file, under the checksum), so a saved plan
+    reads the same as the fresh one. Only the names the plan's changes and problems need."""
+
+    erps: Mapping[str, str] = field(default_factory=dict)
+    shops: Mapping[str, str | None] = field(default_factory=dict)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"erps": dict(sorted(self.erps.items())),
+                "shops": {k: v for k, v in sorted(self.shops.items()) if v}}
+
+    def shop(self, shop_id: str) -> str | None:
+        return self.shops.get(shop_id)
+
+
+def names_for(changes: Sequence[Change], problems: Sequence[Problem], erp_names: Mapping[str, str],
+              shop_names: Mapping[str, str | None]) -> Names:
+    """The subset of names a plan of these changes and problems shows."""
+    keys = {str(v["appkey"]) for c in changes for v in (c.before, c.after) if v.get("appkey") is not None}
+    shops = {c.shop for c in changes} | {p.shop for p in problems if p.shop}
+    return Names(erps={k: erp_names[k] for k in keys if k in erp_names},
+                 shops={s: shop_names[s] for s in shops if shop_names.get(s)})
 
 
 @dataclass(frozen=True)
@@ -88,7 +100,7 @@ class Plan:
     managed: int = 0
     force: bool = False
     shops: tuple[str, ...] = ()
-    checksum_: str | None = field(default=None, compare=False)
+    names: Names = field(default_factory=Names)
 
     @property
     def summary(self) -> dict[str, int]:
@@ -99,14 +111,23 @@ class Plan:
 
     @property
     def errors(self) -> list[Problem]:
-        return [p for p in self.problems if p.severity == "error"]
+        return [p for p in self.problems if p.severity == Severity.error]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == Severity.warning]
 
     @property
     def unsafe(self) -> list[Problem]:
-        return [p for p in self.problems if p.kind in ("unsafe", "protected") and p.severity == "error"]
+        return [p for p in self.problems if p.kind in SAFETY_KINDS and p.severity == Severity.error]
+
+    @property
+    def withheld(self) -> list[str]:
+        """Shops whose changes are held back by an error."""
+        return sorted({p.shop for p in self.problems if p.severity == Severity.error and p.shop})
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "changes": [c.to_data() for c in self.changes],
             "problems": [p.to_data() for p in self.problems],
@@ -115,6 +136,9 @@ class Plan:
             "force": self.force,
             "shops": list(self.shops),
         }
+        if self.names.erps or self.names.shops:
+            body["names"] = self.names.to_data()
+        return body
 
     @property
     def checksum(self) -> str:
@@ -158,9 +182,15 @@ class _SavedProblem(BaseModel):
     model_config = _F
     shop: str | None
     scenario: Scenario | None
-    severity: Literal["error", "warning", "info"]
-    kind: str
+    severity: Severity
+    kind: ProblemKind
     message: str
+
+
+class _SavedNames(BaseModel):
+    model_config = _F
+    erps: dict[str, str] = {}
+    shops: dict[str, str] = {}
 
 
 class _SavedPlan(BaseModel):
@@ -172,6 +202,7 @@ class _SavedPlan(BaseModel):
     managed: int
     force: bool
     shops: list[str]
+    names: _SavedNames | None = None
     checksum: str
 
 
@@ -196,25 +227,15 @@ def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
         for c in saved.changes
     )
     problems = tuple(Problem(p.shop, p.scenario, p.severity, p.kind, p.message) for p in saved.problems)
-    return Plan(changes=changes, problems=problems, managed=saved.managed, force=saved.force,
-                shops=tuple(saved.shops), checksum_=saved.checksum)
+    names = Names(erps=saved.names.erps, shops=dict(saved.names.shops)) if saved.names else Names()
+    plan = Plan(changes=changes, problems=problems, managed=saved.managed, force=saved.force,
+                shops=tuple(saved.shops), names=names)
+    if plan.checksum != saved.checksum:  # fields this version does not know would not be applied exactly
+        raise StalePlan(f"{where}: the plan holds fields this version of reconciler does not know; make a new plan")
+    return plan
 
 
 # --------------------------------------------------------------------------- the diff
-
-
-def _label(appkey: str | None, names: Mapping[str, str]) -> str:
-    if appkey is None:
-        return "unbound"
-    name = names.get(appkey)
-    return f"{name} ({appkey})" if name else appkey
-
-
-def describe(values: Mapping[str, Any], names: Mapping[str, str]) -> str:
-    """A change's before/after for people: ``jushuitan (21345678)``, ``unbound``, ``buyer_self_service=true``."""
-    if "appkey" in values:
-        return _label(values["appkey"], names)
-    return ", ".join(f"{k}={str(x).lower() if isinstance(x, bool) else x}" for k, x in sorted(values.items()))
 
 
 def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str]) -> str:
@@ -235,24 +256,24 @@ def _preflight(shop: str, want: DesiredBinding, check: AppCheck | ProviderError 
     sc = want.scenario
     if want.appkey is None or check is None:
         return out
-    label = _label(want.appkey, names)
-    sev: Severity = "error" if changing else "warning"
+    label = show_appkey(want.appkey, names)
+    sev = Severity.error if changing else Severity.warning
     if isinstance(check, ProviderError):
-        out.append(Problem(shop, sc, sev, "check-failed", f"cannot check appkey {label}: {check}"))
+        out.append(Problem(shop, sc, sev, ProblemKind.check_failed, f"cannot check appkey {label}: {check}"))
         return out
     if not check.exists:
-        out.append(Problem(shop, sc, sev, "appkey-not-found",
+        out.append(Problem(shop, sc, sev, ProblemKind.appkey_not_found,
                            f"appkey {label} does not exist on the platform; ask the ERP for its appkey"))
     elif not check.integrated:
-        out.append(Problem(shop, sc, sev, "not-integrated",
+        out.append(Problem(shop, sc, sev, ProblemKind.not_integrated,
                            f"ERP {label} has not integrated {sc.value} through Qimen; only the ERP can fix this"))
     if sc is Scenario.order_status and check.exists:
         if want.erp_detail_button and not check.detail_whitelisted:
-            out.append(Problem(shop, sc, "warning", "detail-not-whitelisted",
+            out.append(Problem(shop, sc, Severity.warning, ProblemKind.detail_not_whitelisted,
                                f"the ERP详情 (ERP detail) button is whitelist-only and ERP {label} is not whitelisted;"
                                " the ERP must apply to the platform"))
         if check.integrated and not check.syncs_order_status:
-            out.append(Problem(shop, sc, "warning", "status-not-synced",
+            out.append(Problem(shop, sc, Severity.warning, ProblemKind.status_not_synced,
                                f"ERP {label} does not sync order statuses: the binding will show no status"))
     return out
 
@@ -292,20 +313,20 @@ def diff_shop(
             ))
     for sc, b in state.bindings.items():
         if sc not in desired.bindings:
-            problems.append(Problem(sid, sc, "warning", "unmanaged",
-                                    f"{sc.value} is bound to {_label(b.appkey, names)} but not in the config; left alone"))
+            problems.append(Problem(sid, sc, Severity.warning, ProblemKind.unmanaged,
+                                    f"{sc.value} is bound to {show_appkey(b.appkey, names)} but not in the config; left alone"))
     disruptive = [c for c in changes if c.action in DISRUPTIVE]
     if desired.protect and disruptive:
         what = ", ".join(f"{c.action.value} {c.scenario.value}" for c in disruptive)
         if force:
-            problems.append(Problem(sid, None, "warning", "protected", f"protected shop changed under --force: {what}"))
+            problems.append(Problem(sid, None, Severity.warning, ProblemKind.protected, f"protected shop changed under --force: {what}"))
         else:
-            problems.append(Problem(sid, None, "error", "protected",
+            problems.append(Problem(sid, None, Severity.error, ProblemKind.protected,
                                     f"shop is protected (protect: true, {desired.source}); it would {what}; use --force"))
-    if changes and any(p.severity == "error" for p in problems):
-        what = "; ".join(f"{c.action.value} {c.scenario.value} {describe(c.before, names)} → {describe(c.after, names)}"
+    if changes and any(p.severity == Severity.error for p in problems):
+        what = "; ".join(f"{c.action.value} {c.scenario.value} {show(c.before, names)} → {show(c.after, names)}"
                          for c in sorted(changes, key=lambda c: c.key))
-        problems.append(Problem(sid, None, "info", "withheld",
+        problems.append(Problem(sid, None, Severity.info, ProblemKind.withheld,
                                 f"{len(changes)} change(s) of this shop withheld until the errors are fixed: {what}"))
         changes = []
     return changes, problems
@@ -321,6 +342,7 @@ def compute_plan(
     force: bool = False,
     managed_total: int | None = None,
     share_of_total: bool = False,
+    shop_names: Mapping[str, str | None] | None = None,
 ) -> Plan:
     """The plan for ``desired`` shops; ``actual`` must hold every one of them.
 
@@ -337,7 +359,7 @@ def compute_plan(
         managed += len(shop.bindings)
         state = actual[shop.id]
         if isinstance(state, ProviderError):
-            problems.append(Problem(shop.id, None, "error", "read-failed", f"cannot read the shop: {state}"))
+            problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed, f"cannot read the shop: {state}"))
             continue
         c, p = diff_shop(shop, state, checks, names, force=force)
         changes += c
@@ -349,14 +371,17 @@ def compute_plan(
         share = f"{disruptive} of {basis} managed bindings ({disruptive / basis:.0%}," \
                 f" over the {safety.max_change_share:.0%} safety threshold)"
         if force:
-            problems.append(Problem(None, None, "warning", "unsafe", f"plan rotates or unbinds {share}; allowed by --force"))
+            problems.append(Problem(None, None, Severity.warning, ProblemKind.unsafe,
+                                    f"plan rotates or unbinds {share}; allowed by --force"))
         else:
-            problems.append(Problem(None, None, "error", "unsafe",
+            problems.append(Problem(None, None, Severity.error, ProblemKind.unsafe,
                                     f"plan would rotate or unbind {share}; apply refuses without --force"))
     changes.sort(key=lambda c: c.key)
-    problems.sort(key=lambda p: (p.shop or "", _SEV_ORDER[p.severity], p.scenario.value if p.scenario else "", p.kind, p.message))
+    problems.sort(key=lambda p: (p.shop or "", SEVERITY_ORDER[p.severity], p.scenario.value if p.scenario else "", p.kind,
+                                 p.message))
     return Plan(changes=tuple(changes), problems=tuple(problems), managed=managed, force=force,
-                shops=tuple(s.id for s in desired))
+                shops=tuple(s.id for s in desired),
+                names=names_for(changes, problems, names, shop_names if shop_names is not None else {s.id: s.name for s in desired}))
 
 
 def needed_checks(desired: Sequence[DesiredShop]) -> set[tuple[str, Scenario]]:

@@ -36,7 +36,7 @@ def test_stop_lets_the_shop_under_way_finish_and_starts_no_other(agency: Agency)
         stop.set()  # "Ctrl-C" right after the first write of the first shop
 
     try:
-        result = apply_plan(make_plan(config, provider, force=True), provider, record=record, stop=stop)
+        result = apply_plan(make_plan(config.desired(), provider, force=True), provider, record=record, stop=stop)
     finally:
         provider.close()
     assert agency.bindings("100001") == dict.fromkeys(ALL, NEW)  # finished whole, not split

@@ -8,7 +8,7 @@ import re
 from conftest import ERPS, Agency
 
 from reconciler.model import Scenario
-from reconciler.plan import Action, Change, Plan, Problem
+from reconciler.plan import Action, Change, Names, Plan, Problem
 from reconciler.render import MARKDOWN_BUDGET, plan_markdown
 
 GITHUB_COMMENT_LIMIT = 65_536
@@ -98,8 +98,9 @@ def test_errors_come_first_and_are_cut_too() -> None:
                              "ERP <x> has not integrated order_status " + "·" * 200) for i in range(1000))
     changes = tuple(Change(f"{500000 + i}", Scenario.intercept_shipment, Action.bind, {"appkey": None},
                            {"appkey": "21345678"}, "why") for i in range(10))
-    plan = Plan(changes=changes, problems=problems, managed=1010, shops=tuple(sorted({c.shop for c in changes})))
-    md = plan_markdown(plan, erp_names={"21345678": "jushuitan"}, limit=20_000)
+    plan = Plan(changes=changes, problems=problems, managed=1010, shops=tuple(sorted({c.shop for c in changes})),
+                names=Names(erps={"21345678": "jushuitan"}))
+    md = plan_markdown(plan, limit=20_000)
     assert len(md.encode("utf-8")) <= 20_000
     errors_shown = md.count("- **error** `4")
     assert 10 < errors_shown < 1000

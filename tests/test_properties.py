@@ -156,7 +156,7 @@ class Env:
     root: Path
 
     def plan(self, *, force: bool) -> Plan:
-        return make_plan(self.config, self.provider, force=force)
+        return make_plan(self.config.desired(), self.provider, force=force)
 
     def snapshot(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The whole content, plus every shop's bindings with their revisions."""

@@ -6,32 +6,42 @@ one YAML file, atomically, and never over an existing one without ``--force``.
 
 from __future__ import annotations
 
-import dataclasses
 import sqlite3
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ..config import SHOPS_DIR, Config
-from ..drift import CATEGORIES, DriftReport, audit, read_states
-from ..errors import ProviderError, ReconcilerError
+from ..config import SHOPS_DIR
+from ..drift import audit
+from ..errors import ReconcilerError
+from ..files import write_atomic
 from ..history import History, history_path, parse_since
-from ..importer import ImportedShop, import_shop, render_shops
-from ..model import ShopState
-from ..render import drift_json, drift_junit, drift_markdown, drift_text, history_json, history_text
+from ..onboard import Target, import_shops, write_import
+from ..render import DRIFT_FORMATS, drift_as, drift_junit, history_json, history_text
 from ..shard import Shard
-from ..yamlio import load as load_yaml
-from .common import err, in_shard, load, progress_printer, provider_for, settings_only, shard_option, shop_option, state, write_atomic
+from ..vocab import CATEGORIES, Category, Exit
+from .common import (
+    err,
+    in_shard,
+    load,
+    progress_printer,
+    provider_for,
+    settings_only,
+    shard_option,
+    shop_option,
+    state,
+)
 
-IGNORABLE = [c for c in CATEGORIES if c != "error"]
+IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
 
 
 @click.command()
 @shop_option
 @shard_option
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown", "junit"]), default="text", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(DRIFT_FORMATS), default="text", show_default=True)
 @click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as JUnit XML to this file (for CI test dashboards).")
 @click.option("--ignore", "ignore", multiple=True, type=click.Choice(IGNORABLE),
@@ -48,31 +58,19 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     """
     whole = load(ctx, shops)
     config = in_shard(whole, shard)
-    provider = provider_for(ctx, config.settings, config.dir)
+    wanted = config.desired(configured=None if shops else [s.id for s in whole.shops])
     history = History.existing(history_path(config.settings.history, config.dir))
-    try:
-        report = audit(config, provider, history=history, configured=None if shops else {s.id for s in whole.shops},
-                       shard=shard, progress=progress_printer("drift"))
-    finally:
-        provider.close()
-        if history is not None:
-            history.close()
-    if ignore:
-        report = dataclasses.replace(report, findings=tuple(f for f in report.findings if f.category not in ignore))
+    with closing(provider_for(ctx, config.settings, config.dir)) as provider:
+        try:
+            report = audit(wanted, provider, history=history, shard=shard, progress=progress_printer("drift"))
+        finally:
+            if history is not None:
+                history.close()
+    report = report.without(ignore)
     if junit_xml is not None:
         write_atomic(junit_xml, drift_junit(report))
-    click.echo(_render_drift(ctx, report, fmt, config), nl=False)
+    click.echo(drift_as(fmt, report, colour=state(ctx).colour_for(sys.stdout)), nl=False)
     ctx.exit(report.exit_code)
-
-
-def _render_drift(ctx: click.Context, report: DriftReport, fmt: str, config: Config) -> str:
-    if fmt == "json":
-        return drift_json(report)
-    if fmt == "markdown":
-        return drift_markdown(report, erp_names=config.erp_names_by_appkey())
-    if fmt == "junit":
-        return drift_junit(report)
-    return drift_text(report, colour=state(ctx).colour_for(sys.stdout))
 
 
 DEFAULT_IMPORT = f"{SHOPS_DIR}/imported.yaml"
@@ -94,68 +92,30 @@ def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out:
     if bool(shops) == all_shops:
         raise ReconcilerError("import: give either --shop ID (repeatable) or --all")
     config = load(ctx)
-    target = out if out is not None else config.dir / DEFAULT_IMPORT
-    in_config = _is_shop_file(config, target)
-    if in_config and target.suffix not in (".yaml", ".yml"):
-        raise ReconcilerError(f"{target}: a file in {SHOPS_DIR}/ must end in .yaml or .yml to be read as shops")
-    replaced = _declared_in(target) if target.exists() else []
-    if target.exists() and not force:
-        raise ReconcilerError(f"{target} exists; choose another --out, or --force to overwrite it")
-    existing = {s.id: str(s.source) for s in config.shops if not (in_config and s.id in replaced)}
-    provider = provider_for(ctx, config.settings, config.dir)
-    try:
-        wanted = provider.list_shops() if all_shops else sorted(set(shops))
-        skipped = [s for s in wanted if s in existing]
-        todo = [s for s in wanted if s not in existing]
-        for s in skipped if shops else []:
-            err(f"shop {s}: skipped, already declared at {existing[s]}")
-        if all_shops and skipped:
-            err(f"{len(skipped)} shop(s) skipped: already declared in the configuration")
-        states = read_states(provider, todo, progress=progress_printer("import")) if todo else {}
-    finally:
-        provider.close()
-    failed = {s: v for s, v in states.items() if isinstance(v, ProviderError)}
-    for s, e in sorted(failed.items()):
+    target = Target.at(out if out is not None else config.dir / DEFAULT_IMPORT, config.dir / SHOPS_DIR, force=force)
+    with closing(provider_for(ctx, config.settings, config.dir)) as provider:
+        result = import_shops(provider, target, wanted=None if all_shops else shops, erps=config.erps,
+                              declared={s.id: str(s.source) for s in config.shops}, progress=progress_printer("import"))
+    for s, where in result.skipped.items() if shops else ():
+        err(f"shop {s}: skipped, already declared at {where}")
+    if all_shops and result.skipped:
+        err(f"{len(result.skipped)} shop(s) skipped: already declared in the configuration")
+    for s, e in result.failed.items():
         err(f"shop {s}: cannot read it, not imported: {e}")
-    good = [v for v in states.values() if isinstance(v, ShopState)]
-    if not good:
-        if failed or not all_shops:
+    if not result.imported:
+        if result.failed or not all_shops:
             raise ReconcilerError("nothing imported")
         click.echo("Nothing to import: the configuration declares every shop the platform knows.")
-        ctx.exit(0)
-    imported = [import_shop(s, config.erps) for s in good]
-    _write(target, imported, force=force)
-    if in_config and replaced:
-        dropped = sorted(set(replaced) - {s.id for s in imported})
-        if dropped:
-            err(f"{target} no longer declares {len(dropped)} shop(s) it declared before: {', '.join(dropped)}")
-    unknown = sorted({k for s in imported for k in s.unknown_appkeys})
-    if unknown:
-        err(f"appkeys not in erps.yaml, written as literal appkey: {', '.join(unknown)}")
-    click.echo(f"Imported {len(imported)} shop(s) into {target}."
-               + (" Check it with: reconciler plan (expect no changes)." if in_config else
+        ctx.exit(Exit.ok)
+    write_import(target, result.imported, force=force)
+    if result.dropped:
+        err(f"{target.path} no longer declares {len(result.dropped)} shop(s) it declared before: {', '.join(result.dropped)}")
+    if result.unknown_appkeys:
+        err(f"appkeys not in erps.yaml, written as literal appkey: {', '.join(result.unknown_appkeys)}")
+    click.echo(f"Imported {len(result.imported)} shop(s) into {target.path}."
+               + (" Check it with: reconciler plan (expect no changes)." if target.in_config else
                   f" Move it into {SHOPS_DIR}/ to manage them, then: reconciler plan (expect no changes)."))
-    ctx.exit(1 if failed else 0)
-
-
-def _is_shop_file(config: Config, target: Path) -> bool:
-    return target.resolve().parent == (config.dir / SHOPS_DIR).resolve()
-
-
-def _declared_in(path: Path) -> list[str]:
-    """Shop ids a YAML file declares (to know which ones an overwrite replaces)."""
-    doc, _ = load_yaml(path, str(path))
-    data: Any = doc.data if doc is not None else None
-    shops = data.get("shops") if isinstance(data, dict) else None
-    return [str(s["id"]) for s in shops if isinstance(s, dict) and "id" in s] if isinstance(shops, list) else []
-
-
-def _write(target: Path, imported: list[ImportedShop], *, force: bool) -> None:
-    if target.exists() and not force:  # appeared while we were reading the platform
-        raise ReconcilerError(f"{target} exists; choose another --out, or --force to overwrite it")
-    header = (f"Imported from the platform by `reconciler import` ({len(imported)} shop(s)).\n"
-              "Review before committing: every scenario bound on the platform is now managed.")
-    write_atomic(target, render_shops(imported, header=header))
+    ctx.exit(Exit.error if result.failed else Exit.ok)
 
 
 @click.command()

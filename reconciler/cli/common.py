@@ -127,17 +127,6 @@ def progress_printer(label: str, *, stream: TextIO | None = None) -> Progress:
     return show
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing (a temp file renamed over the target)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 shop_option = click.option("--shop", "shops", multiple=True, metavar="ID", help="Only this shop (repeatable).")
 
 

@@ -1,0 +1,48 @@
+"""Pure renderers: plans, apply summaries, drift reports and history entries → text for people,
+JSON for programs (versioned: ``format_version``), Markdown for pull requests and chats,
+JUnit XML for CI dashboards.
+
+Renderers never do I/O and never see secrets; the same input renders to the same bytes.
+Every value from users or the platform is escaped for the format it goes into
+(``common``). A new output format is a function here and a name in ``PLAN_FORMATS`` /
+``DRIFT_FORMATS``; the CLI offers exactly those.
+"""
+
+from __future__ import annotations
+
+from ..drift import DriftReport
+from ..plan import Plan
+from .apply import apply_summary, nothing_to_apply
+from .common import MARKDOWN_BUDGET, code, html, md
+from .drift import drift_json, drift_junit, drift_markdown, drift_summary_line, drift_text
+from .history import history_json, history_text
+from .plan import plan_json, plan_markdown, plan_text, problem_line, summary_line
+
+__all__ = [
+    "DRIFT_FORMATS", "MARKDOWN_BUDGET", "PLAN_FORMATS", "apply_summary", "code", "drift_as", "drift_json", "drift_junit",
+    "drift_markdown", "drift_summary_line", "drift_text", "history_json", "history_text", "html", "md", "nothing_to_apply",
+    "plan_as", "plan_json", "plan_markdown", "plan_text", "problem_line", "summary_line",
+]
+
+PLAN_FORMATS = ("text", "json", "markdown")
+DRIFT_FORMATS = ("text", "json", "markdown", "junit")
+
+
+def plan_as(fmt: str, plan: Plan, *, colour: bool = False) -> str:
+    """A plan in one of ``PLAN_FORMATS``."""
+    if fmt == "json":
+        return plan_json(plan)
+    if fmt == "markdown":
+        return plan_markdown(plan)
+    return plan_text(plan, colour=colour)
+
+
+def drift_as(fmt: str, report: DriftReport, *, colour: bool = False) -> str:
+    """A drift report in one of ``DRIFT_FORMATS``."""
+    if fmt == "json":
+        return drift_json(report)
+    if fmt == "markdown":
+        return drift_markdown(report)
+    if fmt == "junit":
+        return drift_junit(report)
+    return drift_text(report, colour=colour)

@@ -1,0 +1,161 @@
+"""The closed vocabulary: every word the tool's outputs, history and exit codes are made of,
+and the one way a binding's value is said to people.
+
+Problem kinds, severities, history outcomes, drift categories and kinds, what became of a
+write whose answer was lost, and the exit codes are ``StrEnum``/``IntEnum`` members defined
+here once, so a typo is a type error rather than a silent new word. They are ``str``/``int``
+subclasses: JSON, the history database and comparisons with plain strings see the same
+values as before.
+
+``show`` is the single formatter of values for people (plan text, Markdown, drift, history,
+apply summaries, stale-plan and platform messages): each caller passes its escapers.
+
+This module imports nothing of the project: every other module may use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import IntEnum, StrEnum
+from typing import Any
+
+
+class _Word(StrEnum):
+    def __str__(self) -> str:
+        return self.value
+
+
+class Action(_Word):
+    """What a change does: none → appkey, appkey A → B, appkey → none, a follow-up setting."""
+
+    bind = "bind"
+    rotate = "rotate"
+    unbind = "unbind"
+    update = "update"
+
+
+DISRUPTIVE = (Action.rotate, Action.unbind)
+
+
+class Severity(_Word):
+    error = "error"
+    warning = "warning"
+    info = "info"
+
+
+SEVERITY_ORDER = {Severity.error: 0, Severity.warning: 1, Severity.info: 2}
+
+
+class ProblemKind(_Word):
+    """What a plan problem is about (``Problem.kind``)."""
+
+    read_failed = "read-failed"                  # the shop could not be read
+    check_failed = "check-failed"                # an appkey could not be checked
+    appkey_not_found = "appkey-not-found"
+    not_integrated = "not-integrated"            # the ERP has not integrated the scenario through Qimen
+    detail_not_whitelisted = "detail-not-whitelisted"
+    status_not_synced = "status-not-synced"
+    unmanaged = "unmanaged"                      # bound on the platform, not in the config
+    protected = "protected"                      # protect: true and a disruptive change
+    unsafe = "unsafe"                            # over the safety threshold
+    withheld = "withheld"                        # the shop's changes held back by its errors
+
+
+# preflight kinds that mean "this binding cannot work"
+BROKEN_KINDS = frozenset({ProblemKind.appkey_not_found, ProblemKind.not_integrated,
+                          ProblemKind.detail_not_whitelisted, ProblemKind.status_not_synced})
+# kinds that make apply refuse the whole plan unless --force
+SAFETY_KINDS = frozenset({ProblemKind.unsafe, ProblemKind.protected})
+
+
+class Outcome(_Word):
+    """What became of one change attempt, as the history records it."""
+
+    applied = "applied"
+    failed = "failed"
+    refused = "refused"                  # the whole plan was refused: stale, unsafe, not confirmed
+    rolled_back = "rolled-back"          # the undo of an applied change, after another change of its shop failed
+    rollback_failed = "rollback-failed"
+
+
+# outcomes after which the platform holds the row's ``after`` value
+WRITTEN = (Outcome.applied, Outcome.rolled_back)
+
+
+class WriteFate(_Word):
+    """A failed write whose answer was lost may have landed; what checking found."""
+
+    not_landed = "it had not taken effect"
+    undone = "it had taken effect and was put back"
+    unsettled = "it may have taken effect and could not be put back"
+
+
+class Category(_Word):
+    """Drift finding categories."""
+
+    drift = "drift"
+    unmanaged = "unmanaged"
+    broken = "broken"
+    unknown_shop = "unknown-shop"
+    error = "error"
+
+
+CATEGORIES: tuple[Category, ...] = tuple(Category)
+
+
+class FindingKind(_Word):
+    """Drift finding kinds that are not plan problem kinds."""
+
+    differs = "differs"
+    missing = "missing"
+    not_unbound = "not-unbound"
+    self_service_off = "self-service-off"
+    self_service_on = "self-service-on"
+    cannot_apply = "cannot-apply"
+    unknown_shop = "unknown-shop"
+    audit_failed = "audit-failed"
+
+
+class Exit(IntEnum):
+    """Process exit codes (the contract's table)."""
+
+    ok = 0
+    error = 1        # invalid, refused, failed with nothing changed
+    pending = 2      # plan --detailed-exitcode: changes pending; drift: drift found
+    partial = 3      # apply: partly applied
+    interrupted = 130
+
+
+# --------------------------------------------------------------------------- values for people
+
+
+def _plain(text: str) -> str:
+    return text
+
+
+def flag(value: Any) -> str:
+    """A setting's value as the config writes it (``true``/``false`` for booleans)."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def show(values: Mapping[str, Any] | None, names: Mapping[str, str] | None = None, *,
+         name: Callable[[str], str] = _plain, key: Callable[[str], str] = _plain,
+         text: Callable[[str], str] = _plain, unbound: str = "unbound") -> str:
+    """One side of a change for people: ``聚水潭 (21345678)``, ``unbound``, ``buyer_self_service=true``.
+
+    ``names`` maps appkeys to ERP names; ``name``, ``key`` and ``text`` escape or mark up the
+    ERP name, the appkey and settings text (Markdown passes its escapers); None shows as ""."""
+    if values is None:
+        return ""
+    if "appkey" in values:
+        appkey = values["appkey"]
+        if appkey is None:
+            return unbound
+        erp = (names or {}).get(str(appkey))
+        return f"{name(erp)} ({key(str(appkey))})" if erp else key(str(appkey))
+    return text(", ".join(f"{k}={flag(x)}" for k, x in sorted(values.items())))
+
+
+def show_appkey(appkey: str | None, names: Mapping[str, str] | None = None) -> str:
+    """An appkey (or none) for people: ``聚水潭 (21345678)``, ``21345678``, ``unbound``."""
+    return show({"appkey": appkey}, names)
