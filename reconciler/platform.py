@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 
 from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
 from .storage import open_sqlite
+from .vocab import show_appkey
 
 Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
 
@@ -371,7 +372,7 @@ class SandboxPlatform:
             current, rev = self._current(db, shop, sc)
             if current != expected:
                 raise PlatformError("isv.binding-conflict",
-                                    f"{sc.value} is {_show(current)}, not the expected {_show(expected)}")
+                                    f"{sc.value} is {show_appkey(current)}, not the expected {show_appkey(expected)}")
             db.execute(
                 "INSERT INTO bindings VALUES (?, ?, ?, ?) ON CONFLICT (shop_id, scenario)"
                 " DO UPDATE SET appkey = excluded.appkey, revision = excluded.revision",
@@ -388,7 +389,7 @@ class SandboxPlatform:
             current, rev = self._current(db, shop, sc)
             if current != expected:
                 raise PlatformError("isv.binding-conflict",
-                                    f"{sc.value} is {_show(current)}, not the expected {_show(expected)}")
+                                    f"{sc.value} is {show_appkey(current)}, not the expected {show_appkey(expected)}")
             db.execute("UPDATE bindings SET appkey = NULL, revision = ? WHERE shop_id = ? AND scenario = ?",
                        (rev + 1, shop, sc.value))
             return {"scenario": sc.value, "revision": rev + 1}
@@ -426,7 +427,3 @@ class SandboxPlatform:
         row = db.execute("SELECT appkey, revision FROM bindings WHERE shop_id = ? AND scenario = ?",
                          (shop, sc.value)).fetchone()
         return (str(row[0]) if row[0] is not None else None, int(row[1])) if row else (None, 0)
-
-
-def _show(appkey: str | None) -> str:
-    return "unbound" if appkey is None else appkey
