@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from .errors import ConflictError, FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
 from .model import Desired, Scenario, ShopState
@@ -28,6 +28,19 @@ log = logging.getLogger("reconciler.apply")
 
 Recorder = Callable[..., None]
 Progress = Callable[[int, int, str], None]
+
+
+class Journal(Protocol):
+    """Where a run records, durably, what it is about to do to a shop and that it is done:
+    a shop whose intent has no end was being changed when the process died."""
+
+    def intent(self, shop: str, changes: Sequence[Change]) -> None: ...
+
+    def done(self, shop: str, outcome: str) -> None: ...
+
+
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
 
 
 def make_plan(desired: Desired, provider: Provider, *, force: bool = False) -> Plan:
@@ -113,6 +126,8 @@ class ShopOutcome:
     fate: WriteFate | None = None  # what became of a failed write whose answer was lost (it may have landed)
     rolled_back: tuple[Change, ...] = ()
     rollback_errors: tuple[str, ...] = ()
+    already: tuple[Change, ...] = ()  # changes the platform already held (a concurrent writer made them)
+    unrecorded: bool = False          # the shop failed because a write could not be recorded
 
     @property
     def ok(self) -> bool:
@@ -156,19 +171,34 @@ class ApplyResult:
 
     @property
     def exit_code(self) -> Exit:
-        """0 all applied · 3 partly applied · 1 nothing changed."""
+        """0 all applied · 3 partly applied (or a write landed but could not be recorded, and
+        was put back) · 1 nothing changed."""
         if not self.failed and not self.withheld and not self.not_started:
             return Exit.ok
-        return Exit.partial if self.changed else Exit.error
+        return Exit.partial if self.changed or any(o.unrecorded for o in self.failed) else Exit.error
 
 
-def _write(provider: Provider, c: Change) -> None:
+def _send(provider: Provider, c: Change) -> None:
     if c.action is Action.update:
         provider.set_self_service(c.shop, bool(c.after["buyer_self_service"]), expected=bool(c.before["buyer_self_service"]))
     elif c.action is Action.unbind:
         provider.unbind(c.shop, c.scenario, expected=str(c.before["appkey"]))
     else:
         provider.bind(c.shop, c.scenario, str(c.after["appkey"]), expected=c.before.get("appkey"))
+
+
+def _write(provider: Provider, c: Change) -> Outcome:
+    """One compare-and-set write. A conflict where the platform already holds the change's
+    ``after`` (another run, or a person, made the same change) is done: ``already-applied``."""
+    try:
+        _send(provider, c)
+    except ConflictError:
+        key, name = _field(c)
+        state = provider.read([c.shop]).get(c.shop)
+        if isinstance(state, ShopState) and _projection(state, [key])[key] == c.after.get(name):
+            return Outcome.already_applied
+        raise
+    return Outcome.applied
 
 
 def _undo(c: Change) -> Change:
@@ -200,75 +230,117 @@ def _settle_uncertain(provider: Provider, c: Change, record: Recorder) -> tuple[
     Returns what became of it, and the rollback error when putting it back failed."""
     undo = _undo(c)
     try:
-        _write(provider, undo)
+        _send(provider, undo)
     except ConflictError:
         return WriteFate.not_landed, None
     except Exception as e:
         why = _describe(e)
-        record(change=undo, outcome=Outcome.rollback_failed, error=why)
+        _record_quietly(record, change=undo, outcome=Outcome.rollback_failed, error=why)
         return WriteFate.unsettled, f"{c.scenario.value}: may have been changed; putting it back failed: {why}"
-    record(change=undo, outcome=Outcome.rolled_back, error=None)
+    _record_quietly(record, change=undo, outcome=Outcome.rolled_back, error=None)
     return WriteFate.undone, None
 
 
-def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder) -> ShopOutcome:
-    """Apply one shop's changes in order; on the first failure put back what was done."""
-    applied: list[Change] = []
-    for c in shop_order(changes):
+def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record: Recorder,
+               journal: Journal | None = None) -> ShopOutcome:
+    """Apply one shop's changes in order; on the first failure put back what was done.
+
+    With a ``journal``, the intent is recorded before the first write (a shop whose intent
+    cannot be recorded is not written) and the end after the last write or rollback."""
+    ordered = shop_order(changes)
+    if journal is not None:
         try:
-            _write(provider, c)
+            journal.intent(shop, ordered)
+        except Exception as e:
+            error = f"could not record the intent to change this shop, so nothing was written: {_describe(e)}"
+            return ShopOutcome(shop, failed=ordered[0], error=error, failure=e)
+    out = _apply_shop(provider, shop, ordered, record)
+    if journal is not None:
+        try:
+            journal.done(shop, "applied" if out.ok else "failed")
+        except Exception:  # the journal then names the shop as possibly half-changed: a false alarm, never a loss
+            log.warning("shop %s: could not record the end of its changes in the journal", shop, exc_info=True)
+    return out
+
+
+def _apply_shop(provider: Provider, shop: str, ordered: Sequence[Change], record: Recorder) -> ShopOutcome:
+    applied: list[Change] = []   # written by this run (what a rollback puts back)
+    already: list[Change] = []
+    for c in ordered:
+        try:
+            outcome = _write(provider, c)
         except Exception as e:
             error = _describe(e)
-            record(change=c, outcome=Outcome.failed, error=error)
-            return _roll_back(provider, shop, applied, c, error, e, record)
-        applied.append(c)
-        record(change=c, outcome=Outcome.applied, error=None)
-    return ShopOutcome(shop, applied=tuple(applied))
+            _record_quietly(record, change=c, outcome=Outcome.failed, error=error)
+            return _roll_back(provider, shop, applied, already, c, error, e, record)
+        (applied if outcome == Outcome.applied else already).append(c)
+        try:
+            record(change=c, outcome=outcome, error=None)
+        except Exception as e:  # a write the history does not know of must not stay: put the shop back
+            error = f"the write could not be recorded in the history ({_describe(e)}); the shop was put back"
+            return _roll_back(provider, shop, applied[:-1] if outcome == Outcome.applied else applied, already, c, error, e,
+                              record, unrecorded=outcome == Outcome.applied)
+    return ShopOutcome(shop, applied=tuple(applied + already), already=tuple(already))
 
 
-def _roll_back(provider: Provider, shop: str, applied: list[Change], failed: Change, error: str, failure: Exception,
-               record: Recorder) -> ShopOutcome:
-    """Put back, in reverse order, what this run changed of a shop whose change ``failed``."""
+def _record_quietly(record: Recorder, **row: object) -> None:
+    """Record a failure or a rollback; when the history cannot take it, the apply still goes on
+    (the journal holds the shop's intent, so the next plan names it)."""
+    try:
+        record(**row)
+    except Exception:
+        log.warning("could not record %s", row.get("outcome"), exc_info=True)
+
+
+def _roll_back(provider: Provider, shop: str, applied: list[Change], already: list[Change], failed: Change, error: str,
+               failure: Exception, record: Recorder, *, unrecorded: bool = False) -> ShopOutcome:
+    """Put back, in reverse order, what this run changed of a shop whose change ``failed``
+    (with ``unrecorded``: ``failed`` itself landed but could not be recorded; it is put back first).
+    Changes the platform already held are not this run's writes and stay."""
     fate: WriteFate | None = None
     rollback_errors: list[str] = []
     if getattr(failure, "ambiguous", False):
         fate, why = _settle_uncertain(provider, failed, record)
         rollback_errors += [why] if why else []
     rolled_back: list[Change] = []
-    for c in reversed(applied):
+    for c in reversed([*applied, failed] if unrecorded else applied):
         undo = _undo(c)
         try:
-            _write(provider, undo)
+            _send(provider, undo)
         except Exception as e:
             why = _describe(e)
             rollback_errors.append(f"{c.scenario.value}: {why}")
-            record(change=undo, outcome=Outcome.rollback_failed, error=why)
+            _record_quietly(record, change=undo, outcome=Outcome.rollback_failed, error=why)
             continue
         rolled_back.append(c)
-        record(change=undo, outcome=Outcome.rolled_back, error=None)
-    return ShopOutcome(shop, applied=tuple(applied), failed=failed, error=error, failure=failure, fate=fate,
-                       rolled_back=tuple(rolled_back), rollback_errors=tuple(rollback_errors))
+        _record_quietly(record, change=undo, outcome=Outcome.rolled_back, error=None)
+    return ShopOutcome(shop, applied=tuple(applied) + ((failed,) if unrecorded else ()), failed=failed, error=error,
+                       failure=failure, fate=fate, rolled_back=tuple(rolled_back), rollback_errors=tuple(rollback_errors),
+                       already=tuple(already), unrecorded=unrecorded)
 
 
-def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None,
-               progress: Progress | None = None, parallelism: int = 1, stop: threading.Event | None = None) -> ApplyResult:
+def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None, progress: Progress | None = None,
+               parallelism: int = 1, stop: Stop | None = None, journal: Journal | None = None,
+               first: Iterable[str] = ()) -> ApplyResult:
     """Write the plan; see the module doc for ordering, rollback and isolation.
 
-    ``stop`` (set on Ctrl-C or SIGTERM) is checked before each shop: shops already under way
-    finish — all or nothing each — and the rest are not started."""
+    ``stop`` (set on Ctrl-C or SIGTERM, or when the run lost its locks) is checked before each
+    shop: shops already under way finish — all or nothing each — and the rest are not started.
+    ``first``: shops to start before the others (those an interrupted run left half-changed)."""
     rec: Recorder = record or (lambda **_: None)
-    stop = stop or threading.Event()
+    halt = threading.Event()   # a fatal platform error: every other shop would fail the same way
     groups = plan.by_shop()
-    shops = sorted(groups)
+    early = set(first)
+    shops = sorted(groups, key=lambda s: (s not in early, s))
     total = len(shops)
     done = 0
 
     def one(shop: str) -> ShopOutcome | None:
-        if stop.is_set():
+        if halt.is_set() or (stop is not None and stop.is_set()):
             return None
-        outcome = apply_shop(provider, shop, groups[shop], rec)
+        outcome = apply_shop(provider, shop, groups[shop], rec, journal)
         if outcome.fatal:
-            stop.set()  # every other shop would fail the same way
+            halt.set()
         return outcome
 
     outcomes: list[ShopOutcome] = []

@@ -59,6 +59,7 @@ class ProblemKind(_Word):
     protected = "protected"                      # protect: true and a disruptive change
     unsafe = "unsafe"                            # over the safety threshold
     withheld = "withheld"                        # the shop's changes held back by its errors
+    interrupted = "interrupted"                  # a killed apply may have left the shop half-changed
 
 
 # preflight kinds that mean "this binding cannot work"
@@ -72,6 +73,7 @@ class Outcome(_Word):
     """What became of one change attempt, as the history records it."""
 
     applied = "applied"
+    already_applied = "already-applied"  # a compare-and-set conflict with the platform already holding the change's after
     failed = "failed"
     refused = "refused"                  # the whole plan was refused: stale, unsafe, not confirmed
     rolled_back = "rolled-back"          # the undo of an applied change, after another change of its shop failed
@@ -79,7 +81,7 @@ class Outcome(_Word):
 
 
 # outcomes after which the platform holds the row's ``after`` value
-WRITTEN = (Outcome.applied, Outcome.rolled_back)
+WRITTEN = (Outcome.applied, Outcome.already_applied, Outcome.rolled_back)
 
 
 class WriteFate(_Word):
