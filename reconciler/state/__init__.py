@@ -1,0 +1,90 @@
+"""The shared state store: history, run locks and the apply journal in one database.
+
+One store per config dir (or per team: PostgreSQL), so every CI runner, shard and person
+sees the same trail and the same locks (CONTRACT "Shared state"). This package's import is
+cheap: SQLAlchemy and the drivers load only in ``open_store``, so commands that need no
+state (plan, validate, render) do not pay for them.
+
+    url = resolve_url(settings, config_dir, os.environ)      # env > state.url > history.path > default
+    store = open_store(url, config_dir=config_dir)           # StateError: one line, masked URL
+    run = store.start_run(actor=..., git_commit=..., git_branch=..., checksum=...,
+                          host=socket.gethostname(), pid=os.getpid(), lease_s=settings.state.lock_lease_s)
+    for t in store.acquire(run, shops, timeout_s=..., lease_s=..., on_wait=...):  # Locked
+        print(t.message())
+    with store.keeper(run, lease_s) as keeper:               # keeper.lost: stop writing
+        store.intent(run, shop, changes)                     # LockLost: do not write that shop
+        store.record(run, shop=..., ...)                     # each attempt, durably
+        store.shop_done(run, shop, outcome)
+    store.release(run); store.finish_run(run, exit_code=code); store.close()
+
+Modules: ``urls`` (resolution, parsing, masking; pure), ``types`` (errors and values; pure),
+``engine`` (SQLAlchemy engines, SQLite hooks, error texts), ``schema`` (tables, versions,
+upgrade), ``base`` (transactions, clock, liveness), ``runs`` (history), ``locks``,
+``journal``, ``store`` (the ``Store`` and opening it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .types import (
+    FINISHED,
+    INTERRUPTED,
+    RUNNING,
+    InterruptedShop,
+    Locked,
+    LockInfo,
+    LockLost,
+    RunInfo,
+    StateError,
+    Takeover,
+)
+from .urls import DEFAULT_URL, ENV_PASSWORD, ENV_URL, display_url, resolve_url
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = [
+    "DEFAULT_URL",
+    "ENV_PASSWORD",
+    "ENV_URL",
+    "FINISHED",
+    "INTERRUPTED",
+    "RUNNING",
+    "InterruptedShop",
+    "LockInfo",
+    "LockLost",
+    "Locked",
+    "RunInfo",
+    "StateError",
+    "Store",
+    "Takeover",
+    "display_url",
+    "open_store",
+    "resolve_url",
+]
+
+
+def open_store(url: str, *, config_dir: Path, create: bool = True, environ: Mapping[str, str] | None = None,
+               clock: Callable[[], datetime] | None = None, host: str | None = None) -> Store | None:
+    """Open (and create, or upgrade) the state store at ``url``; relative SQLite paths are
+    relative to ``config_dir``. ``create=False``: None when there is no store yet.
+    ``environ`` gives ``RECONCILER_STATE_PASSWORD`` (default ``os.environ``); ``clock`` and
+    ``host`` are for tests (UTC now, ``socket.gethostname()``)."""
+    from .urls import parse_url
+
+    target = parse_url(url, config_dir=config_dir, environ=environ)
+    from .store import open_target  # SQLAlchemy is imported here, not before
+
+    return open_target(target, config_dir=config_dir, create=create, clock=clock, host=host)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Store":
+        from .store import Store
+
+        return Store
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

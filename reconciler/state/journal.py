@@ -1,0 +1,85 @@
+"""The apply journal: which shops a run was about to change, and whether it got through.
+
+Before its first write to a shop, apply records its intent (``intent``, committed durably;
+no write happens if that raises); after the shop's last write or rollback it records the
+shop done (``shop_done``). A journal row without ``done`` whose run was interrupted —
+killed, crashed, taken over — names a shop that may be half-changed, until a LATER journal
+row of that shop completes: a later apply that writes it, or finds nothing to do and
+records ``intent(run, shop, [])`` + ``shop_done`` to clear it.
+
+``intent`` with changes checks, in the same serialized transaction, that the run still
+holds the shop's lock: a run whose lock was taken over must not write (``LockLost``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase
+from .schema import journal, locks, runs
+from .types import INTERRUPTED, InterruptedShop, LockLost
+
+
+class JournalOps(StoreBase):
+    """Intents, completions, and the shops interrupted runs may have left half-changed."""
+
+    def intent(self, run_id: int, shop: str, changes: Sequence[dict[str, Any]]) -> None:
+        """Record, durably, that ``run_id`` is about to apply ``changes`` to ``shop``.
+        Raises ``LockLost`` when there are changes and the run does not hold the shop's lock."""
+        with self._write(serialize=bool(changes)) as conn:
+            if changes:
+                holder = conn.execute(sa.select(locks.c.run_id).where(locks.c.shop == shop)).scalar()
+                if holder != run_id:
+                    taken = f"run {holder} holds it" if holder is not None else "nobody holds it"
+                    raise LockLost(f"run {run_id} does not hold the lock of shop {shop} ({taken}; its lease may have"
+                                   f" expired and been taken over, or it was unlocked): not writing to that shop")
+            conn.execute(sa.insert(journal).values(run_id=run_id, shop=str(shop), time=self._stamp(),
+                                                   changes=json.dumps(list(changes), sort_keys=True, ensure_ascii=False)))
+
+    def shop_done(self, run_id: int, shop: str, outcome: str) -> None:
+        """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do)."""
+        with self._write() as conn:
+            open_id = conn.execute(sa.select(sa.func.max(journal.c.id))
+                                   .where(journal.c.run_id == run_id, journal.c.shop == shop, journal.c.done.is_(None))).scalar()
+            stamp = self._stamp()
+            if open_id is None:  # done without an intent: record both, so the shop counts as completed
+                conn.execute(sa.insert(journal).values(run_id=run_id, shop=shop, time=stamp, changes="[]", done=stamp,
+                                                       outcome=str(outcome)))
+            else:
+                conn.execute(sa.update(journal).where(journal.c.id == open_id).values(done=stamp, outcome=str(outcome)))
+
+    def interrupted_shops(self, shops: Sequence[str] | None = None) -> dict[str, InterruptedShop]:
+        """Shop → the latest intent of an interrupted run that no later journal row of that
+        shop has completed (only ``shops`` when given)."""
+        q = (sa.select(journal.c.id, journal.c.shop, journal.c.run_id, journal.c.time.label("intended_at"), journal.c.changes,
+                       runs.c.time, runs.c.actor, runs.c.finished, runs.c.status, runs.c.host, runs.c.pid, runs.c.heartbeat,
+                       runs.c.lease_s)
+             .select_from(journal.join(runs, runs.c.id == journal.c.run_id))
+             .where(journal.c.done.is_(None), runs.c.finished.is_(None))
+             .order_by(journal.c.id))
+        completed = (sa.select(journal.c.shop, sa.func.max(journal.c.id))
+                     .where(journal.c.done.is_not(None)).group_by(journal.c.shop))
+        if shops is not None:
+            q = q.where(journal.c.shop.in_(list(shops)))
+            completed = completed.where(journal.c.shop.in_(list(shops)))
+        with self._read() as conn:
+            rows = conn.execute(q).mappings().all()
+            last_done: dict[str, int] = {shop: int(i) for shop, i in conn.execute(completed).all()}
+        now = self._now()
+        out: dict[str, InterruptedShop] = {}
+        status: dict[int, str] = {}
+        for r in rows:
+            if r["id"] < last_done.get(r["shop"], 0):
+                continue
+            run_id = r["run_id"]
+            if run_id not in status:
+                status[run_id] = self.run_status(finished=r["finished"], status=r["status"], host=r["host"], pid=r["pid"],
+                                                 heartbeat=r["heartbeat"], lease_s=r["lease_s"], now=now)
+            if status[run_id] == INTERRUPTED:  # rows come oldest first: the latest intent wins
+                out[r["shop"]] = InterruptedShop(shop=r["shop"], run=run_id, run_time=r["time"], actor=r["actor"],
+                                                 intended_at=r["intended_at"], changes=tuple(json.loads(r["changes"])))
+        return out
