@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -43,12 +43,14 @@ class Stop(Protocol):
     def is_set(self) -> bool: ...
 
 
-def make_plan(desired: Desired, provider: Provider, *, force: bool = False) -> Plan:
+def make_plan(desired: Desired, provider: Provider, *, force: bool = False,
+              interrupted: Mapping[str, str] | None = None) -> Plan:
     """Read the actual state of the desired shops and plan the changes."""
     actual = provider.read([s.id for s in desired.shops])
     checks = provider.check_apps(needed_checks(desired.shops))
     return compute_plan(desired.shops, actual, checks, desired.erp_names, safety=desired.safety, force=force,
-                        managed_total=desired.managed_total or None, share_of_total=desired.share_of_total)
+                        managed_total=desired.managed_total or None, share_of_total=desired.share_of_total,
+                        interrupted=interrupted)
 
 
 def _field(change: Change) -> tuple[str, str]:

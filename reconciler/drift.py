@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ProviderError
 from .model import AppCheck, Desired, DesiredBinding, DesiredShop, Scenario, ShopState
@@ -27,9 +27,22 @@ from .plan import Change, diff_shop, needed_checks
 from .vocab import BROKEN_KINDS, CATEGORIES, Action, Category, Exit, FindingKind, Outcome, ProblemKind, Severity, show
 
 if TYPE_CHECKING:  # types only: at run time this module depends on plan, model and vocab alone
-    from .history import Entry, History
+    from .history import Entry
     from .providers.base import Provider
     from .shard import Shard
+
+
+class _Said(Protocol):
+    def message(self) -> str: ...
+
+
+class Trail(Protocol):
+    """What the audit reads from the state store: the tool's last writes, and the shops an
+    interrupted apply may have left half-changed."""
+
+    def last_written(self, shops: Sequence[str]) -> Mapping[tuple[str, str, str], Entry]: ...
+
+    def interrupted_shops(self, shops: Sequence[str] | None = None) -> Mapping[str, _Said]: ...
 
 FORMAT_VERSION = 1
 Progress = Callable[[int, int, str], None]
@@ -229,12 +242,16 @@ def compute_drift(
     last_written: Mapping[tuple[str, str, str], Entry] | None = None,
     errors: Sequence[str] = (),
     shard: str | None = None,
+    interrupted: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """The audit of ``desired`` shops (``actual`` must hold each), plus shops the platform
     knows that the config does not (``unknown_shops``) and errors of the audit itself."""
     last = last_written or {}
     findings: list[Finding] = []
     for shop in desired:
+        if interrupted and shop.id in interrupted:
+            findings.append(Finding(shop=shop.id, scenario=None, category=Category.drift, kind=ProblemKind.interrupted,
+                                    message=interrupted[shop.id]))
         state = actual[shop.id]
         if isinstance(state, ProviderError):
             findings.append(Finding(shop=shop.id, scenario=None, category=Category.error, kind=ProblemKind.read_failed,
@@ -268,7 +285,7 @@ def read_states(provider: Provider, shop_ids: Sequence[str], *, progress: Progre
     return out
 
 
-def audit(desired: Desired, provider: Provider, *, history: History | None = None, shard: Shard | None = None,
+def audit(desired: Desired, provider: Provider, *, history: Trail | None = None, shard: Shard | None = None,
           progress: Progress | None = None) -> DriftReport:
     """Read the platform and audit the desired shops.
 
@@ -289,5 +306,6 @@ def audit(desired: Desired, provider: Provider, *, history: History | None = Non
         else:
             unknown = [s for s in listed if s not in configured and (shard is None or shard.holds(s))]
     last = history.last_written(ids) if history is not None else {}
+    interrupted = {s: i.message() for s, i in history.interrupted_shops(ids).items()} if history is not None else {}
     return compute_drift(desired.shops, actual, checks, desired.erp_names, unknown_shops=unknown,
-                         last_written=last, errors=errors, shard=str(shard) if shard else None)
+                         last_written=last, errors=errors, shard=str(shard) if shard else None, interrupted=interrupted)

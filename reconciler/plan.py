@@ -343,6 +343,7 @@ def compute_plan(
     managed_total: int | None = None,
     share_of_total: bool = False,
     shop_names: Mapping[str, str | None] | None = None,
+    interrupted: Mapping[str, str] | None = None,
 ) -> Plan:
     """The plan for ``desired`` shops; ``actual`` must hold every one of them.
 
@@ -350,13 +351,16 @@ def compute_plan(
     the threshold applies at all (``min_managed``), so a small ``--shop``/``--shard``
     selection cannot slip under it. The share is measured over the planned shops — a shard
     is a fair sample of the agency — or, with ``share_of_total`` (a hand-picked ``--shop``
-    selection, which is no sample), over the whole configuration."""
+    selection, which is no sample), over the whole configuration. ``interrupted``: shops a
+    killed apply may have left half-changed (shop → what happened), named as warnings."""
     safety = safety or SafetySettings()
     changes: list[Change] = []
     problems: list[Problem] = []
     managed = 0
     for shop in desired:
         managed += len(shop.bindings)
+        if interrupted and shop.id in interrupted:
+            problems.append(Problem(shop.id, None, Severity.warning, ProblemKind.interrupted, interrupted[shop.id]))
         state = actual[shop.id]
         if isinstance(state, ProviderError):
             problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed, f"cannot read the shop: {state}"))

@@ -1,46 +1,92 @@
 """One ``apply`` run, start to end: the lifecycle the CLI used to hold.
 
-An ``ApplyRun`` owns the history run of one apply: it is opened lazily (a run is recorded
-only when it has something to record), every change attempt is recorded through it, a
-refused plan records every change as ``refused`` before the refusal propagates, and the run
-is finished with its exit code when the ``with`` block ends — or left unfinished when the
-process dies, which is how the history shows a crash. Between those, ``check`` applies the
-safety threshold and (for a saved plan) the stale check, and ``execute`` runs
-``apply.apply_plan``.
+An ``ApplyRun`` owns one apply's run in the state store (``reconciler.state``): the history
+run (opened at the first thing to record), the per-shop locks, the journal and the run's end.
 
-The CLI parses options, builds the plan (or reads the saved one), prints, asks, and calls
-these steps; it holds no rule of its own.
+    with ApplyRun(plan=..., provider=..., store=..., actor=..., options=...) as run:
+        run.check_safe(force=...)   # the safety threshold and protect; a refusal is recorded
+        run.lock()                  # the shops it writes, before the first write (waits, or refuses: locked)
+        run.check_stale()           # a saved plan: every value it touches still holds its before
+        result = run.execute(...)   # apply.apply_plan, journalled, under a lease keeper
+
+Locks are taken before the stale check, so two applies of one saved plan cannot both pass
+it. Every write is journalled (``apply.Journal``): a run killed mid-way leaves intents
+without an end, its run becomes ``interrupted`` once its process is gone or its lease
+expired, and the next plan names those shops (``interrupted``) and the next apply does them
+first. The run is finished with its exit code (which releases its locks) when the ``with``
+block ends — or left unfinished when the process dies, which is how the history shows a crash.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
-from .history import History
 from .plan import Change, Plan
 from .providers.base import Provider
 from .vocab import Exit, Outcome
 
+if TYPE_CHECKING:
+    from .state import InterruptedShop, Store
+
 Progress = Callable[[int, int, str], None]
+Note = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """Who runs, from where, and how locks are waited for."""
+
+    actor: str
+    git_commit: str | None = None
+    git_branch: str | None = None
+    lock_timeout_s: float = 0.0
+    lock_lease_s: float = 60.0
+
+
+class _Either:
+    """Stop when either event is set (Ctrl-C, or the run lost its locks)."""
+
+    def __init__(self, *events: threading.Event) -> None:
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+class _Journal:
+    """``apply.Journal`` over the store, for one run."""
+
+    def __init__(self, store: Store, run_id: int) -> None:
+        self.store = store
+        self.run_id = run_id
+
+    def intent(self, shop: str, changes: Sequence[Change]) -> None:
+        self.store.intent(self.run_id, shop, [c.to_data() for c in changes])
+
+    def done(self, shop: str, outcome: str) -> None:
+        self.store.shop_done(self.run_id, shop, outcome)
 
 
 class ApplyRun:
-    """The history run around applying one plan. Use as a context manager."""
+    """One apply of one plan, recorded in the state store. Use as a context manager."""
 
-    def __init__(self, *, plan: Plan, provider: Provider, history: History, actor: str,
-                 git_commit: str | None = None, git_branch: str | None = None, saved: bool = False) -> None:
+    def __init__(self, *, plan: Plan, provider: Provider, store: Store, options: RunOptions, saved: bool = False,
+                 interrupted: Mapping[str, InterruptedShop] | None = None, note: Note | None = None) -> None:
         self.plan = plan
         self.provider = provider
-        self.history = history
-        self.actor = actor
-        self.git_commit = git_commit
-        self.git_branch = git_branch
+        self.store = store
+        self.options = options
         self.saved = saved
+        self.interrupted = dict(interrupted or {})
+        self.note: Note = note or (lambda _: None)
         self.run_id: int | None = None
         self.code: Exit | None = None  # stays None when the run crashes: the history shows it unfinished
         self._lock = threading.Lock()
@@ -50,21 +96,29 @@ class ApplyRun:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         try:
-            if self.run_id is not None and self.code is not None:
-                self.history.finish_run(self.run_id, exit_code=int(self.code))
+            if self.run_id is not None:
+                if self.code is not None:
+                    self.store.finish_run(self.run_id, exit_code=int(self.code))  # releases the locks too
+                else:  # a crash: the run stays unfinished (interrupted), its locks are freed for the next run
+                    self.store.release(self.run_id)
         finally:
-            self.history.close()
+            self.store.close()
 
     # ------------------------------------------------------------------ recording
 
-    def record(self, *, change: Change, outcome: Outcome, error: str | None) -> None:
-        """One change attempt, durably; the first one opens the history run."""
+    def _run(self) -> int:
         with self._lock:  # shops are applied in parallel over HTTP
             if self.run_id is None:
-                self.run_id = self.history.start_run(actor=self.actor, git_commit=self.git_commit,
-                                                     git_branch=self.git_branch, checksum=self.plan.checksum)
-        self.history.record(self.run_id, shop=change.shop, scenario=change.scenario.value, action=change.action.value,
-                            before=dict(change.before), after=dict(change.after), outcome=outcome, error=error)
+                o = self.options
+                self.run_id = self.store.start_run(actor=o.actor, git_commit=o.git_commit, git_branch=o.git_branch,
+                                                   checksum=self.plan.checksum, host=socket.gethostname(), pid=os.getpid(),
+                                                   lease_s=o.lock_lease_s)
+            return self.run_id
+
+    def record(self, *, change: Change, outcome: Outcome, error: str | None) -> None:
+        """One change attempt, durably; the first one opens the history run."""
+        self.store.record(self._run(), shop=change.shop, scenario=change.scenario.value, action=change.action.value,
+                          before=dict(change.before), after=dict(change.after), outcome=outcome, error=error)
 
     def refuse(self, error: ReconcilerError) -> NoReturn:
         """Refuse the whole plan: every change is recorded as refused, then ``error`` is raised."""
@@ -75,24 +129,69 @@ class ApplyRun:
 
     # ------------------------------------------------------------------ the steps
 
-    def check(self, *, force: bool) -> None:
-        """The safety threshold and ``protect`` (unless ``force``), and for a saved plan that every
-        value it touches still holds its ``before``; a failure refuses the run."""
+    def check_safe(self, *, force: bool) -> None:
+        """The safety threshold and ``protect`` (unless ``force``); a failure refuses the run."""
         try:
             check_safe(self.plan, force=force)
-            if self.saved:
-                check_stale(self.plan, self.provider)
-        except (UnsafePlan, StalePlan) as e:
+        except UnsafePlan as e:
+            self.refuse(e)
+
+    def lock(self) -> None:
+        """Lock every shop the plan writes (waiting up to the lock timeout); refuse when they stay locked."""
+        from .state import Locked
+
+        shops = sorted(self.plan.by_shop())
+        if not shops:
+            return
+        run = self._run()
+        waiting = [False]
+
+        def wait(e: Locked) -> None:
+            if not waiting[0]:
+                self.note(f"{e}\nwaiting up to {self.options.lock_timeout_s:g}s for the lock(s)…")
+            waiting[0] = True
+
+        try:
+            taken = self.store.acquire(run, shops, timeout_s=self.options.lock_timeout_s,
+                                       lease_s=self.options.lock_lease_s, on_wait=wait)
+        except Locked as e:
+            self.refuse(e)
+        for t in taken:
+            self.note(t.message())
+
+    def check_stale(self) -> None:
+        """A saved plan: every value it touches must still hold its ``before`` (checked under the locks)."""
+        if not self.saved:
+            return
+        try:
+            check_stale(self.plan, self.provider)
+        except StalePlan as e:
             self.refuse(e)
 
     def nothing_to_apply(self) -> Exit:
-        """The plan has no change: 0, or 1 when shops are withheld by errors. Nothing is recorded."""
+        """The plan has no change: 0, or 1 when shops are withheld by errors."""
+        self._settle(set())
         self.code = Exit.error if self.plan.errors else Exit.ok
         return self.code
 
     def execute(self, *, progress: Progress | None = None, stop: threading.Event | None = None) -> ApplyResult:
-        """Write the plan (see ``apply.apply_plan``)."""
-        result = apply_plan(self.plan, self.provider, record=self.record, progress=progress,
-                            parallelism=getattr(self.provider, "parallelism", 1), stop=stop)
+        """Write the plan (see ``apply.apply_plan``), journalled, renewing the locks' lease while it runs."""
+        run = self._run()
+        with self.store.keeper(run, self.options.lock_lease_s) as keeper:
+            result = apply_plan(self.plan, self.provider, record=self.record, progress=progress,
+                                parallelism=getattr(self.provider, "parallelism", 1),
+                                stop=_Either(stop or threading.Event(), keeper.lost),
+                                journal=_Journal(self.store, run), first=sorted(self.interrupted))
+        if keeper.lost.is_set():
+            self.note(f"the run lost its locks ({keeper.error or 'they were taken away'}): no further shop was started")
+        self._settle(set(self.plan.by_shop()) | set(result.withheld))
         self.code = result.exit_code
         return result
+
+    def _settle(self, touched: set[str]) -> None:
+        """Shops an interrupted run left that this plan found needing no change (and did not
+        withhold) are whole: mark them finished, so no later plan names them again."""
+        for shop in sorted(self.interrupted):
+            if shop in self.plan.shops and shop not in touched and shop not in self.plan.withheld:
+                self.store.intent(self._run(), shop, [])
+                self.store.shop_done(self._run(), shop, "nothing-left")

@@ -291,7 +291,7 @@ def test_usage_error_is_not_the_changes_pending_code(agency: Agency) -> None:
     assert r.exit_code == 1, r.output
 
 
-@pytest.mark.parametrize("broken", ["sandbox.db", "history.db"])
+@pytest.mark.parametrize("broken", ["sandbox.db", "state.db", "history.db"])
 def test_a_corrupt_database_is_an_error_naming_it_not_a_traceback(tmp_path: Path, broken: str) -> None:
     from click.testing import CliRunner
 
@@ -306,8 +306,12 @@ def test_a_corrupt_database_is_an_error_naming_it_not_a_traceback(tmp_path: Path
     (cfg / ".reconciler" / broken).write_bytes(b"garbage, not SQLite")
     r = CliRunner().invoke(main, ["-C", str(cfg), "apply", "--auto-approve"])
     assert r.exit_code == 1
-    assert r.stderr == (f"Error: {cfg / '.reconciler' / broken}: the {broken.split('.')[0]} database is unreadable"
-                        " (file is not a database); move it away to start a new one\n")
+    if broken == "sandbox.db":
+        assert r.stderr == (f"Error: {cfg / '.reconciler' / broken}: the sandbox database is unreadable"
+                            " (file is not a database); move it away to start a new one\n")
+    else:  # the state store (history.db: a store written before the state store, used when state.db is absent)
+        assert r.stderr == (f"Error: state store sqlite:///.reconciler/{broken}: not a database file"
+                            " (move it away to start a new store)\n")
     assert (cfg / ".reconciler" / broken).read_bytes() == b"garbage, not SQLite"
 
 

@@ -112,7 +112,7 @@ def test_drift_writes_nothing(drifted: Agency) -> None:
     before = drifted.run("sandbox", "dump").stdout
     assert drifted.run("drift").exit_code == 2
     assert drifted.run("sandbox", "dump").stdout == before
-    assert not (drifted.dir / ".reconciler" / "history.db").exists()
+    assert not (drifted.dir / ".reconciler" / "state.db").exists()
 
 
 @pytest.mark.parametrize("fmt", ["text", "json", "markdown", "junit"])

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from conftest import Agency
 
-from reconciler.history import CI_ACTOR_VARS, History, format_time, parse_since
+from reconciler.history import CI_ACTOR_VARS, format_time, parse_since
+from reconciler.state import Store, open_store
 
 SHOPS = """\
 shops:
@@ -199,12 +200,13 @@ def test_filters_shop_limit_since(agency: Agency, ci_free: None) -> None:
     assert len(recent) == 6
     t = datetime.fromisoformat(recent[0]["time"])
     # an older run, two days before the recorded one (relative to recorded times, not the clock)
-    db = History(agency.dir / ".reconciler" / "history.db")
+    db = _store(agency)
     try:
-        run = db.start_run(actor="bob", git_commit="abc", git_branch="main", checksum="sha256:old",
-                           time=format_time(t - timedelta(days=2)))
+        run = db.start_run(actor="bob", git_commit="abc", git_branch="main", checksum="sha256:old", host="elsewhere",
+                           pid=1, lease_s=60, time=format_time(t - timedelta(days=2)))
         db.record(run, shop="100001", scenario="order_status", action="bind", before={"appkey": None},
                   after={"appkey": "21345678"}, outcome="applied", time=format_time(t - timedelta(days=2)))
+        db.finish_run(run, exit_code=0)
     finally:
         db.close()
     everything = _entries(agency)
@@ -226,7 +228,7 @@ def test_empty_history_and_bad_since(agency: Agency) -> None:
     agency.shops(SHOPS)
     r = agency.run("history")
     assert (r.exit_code, r.stdout) == (0, "No recorded changes.\n")
-    assert not (agency.dir / ".reconciler" / "history.db").exists()   # reading never creates one
+    assert not (agency.dir / ".reconciler" / "state.db").exists()   # reading never creates one
     r = agency.run("history", "--since", "last tuesday")
     assert r.exit_code == 1
     assert "--since: expected a date" in r.stderr
@@ -248,31 +250,34 @@ def test_parse_since() -> None:
 
 def test_runs_record_their_end_and_exit_code(agency: Agency, ci_free: None) -> None:
     """A finished run has its exit code; a refused one too (exit 1)."""
-    from reconciler.history import History
-
     agency.shops(SHOPS)
     agency.world(WORLD)
     assert agency.run("apply").exit_code == 1               # refused: stdin is not a terminal
     assert agency.run("apply", "--auto-approve").exit_code == 0
-    h = History(agency.dir / ".reconciler" / "history.db")
+    h = _store(agency)
     try:
         runs = h.runs()
     finally:
         h.close()
-    assert [r["exit_code"] for r in runs] == [1, 0]
-    assert all(r["finished"] for r in runs)
+    assert [r.exit_code for r in runs] == [1, 0]
+    assert all(r.finished for r in runs) and {r.status for r in runs} == {"finished"}
 
 
 def test_an_apply_with_nothing_to_do_records_no_run(agency: Agency, ci_free: None) -> None:
-    from reconciler.history import History
-
     agency.shops(SHOPS)
     agency.world(WORLD)
     assert agency.run("apply", "--auto-approve").exit_code == 0
     r = agency.run("apply", "--auto-approve")
     assert r.exit_code == 0 and r.stdout.rstrip().endswith("Nothing to apply."), r.output
-    h = History(agency.dir / ".reconciler" / "history.db")
+    h = _store(agency)
     try:
-        assert [run["exit_code"] for run in h.runs()] == [0]
+        assert [run.exit_code for run in h.runs()] == [0]
     finally:
         h.close()
+
+
+def _store(agency: Agency) -> Store:
+    """The config dir's state store (the embedded default)."""
+    store = open_store("sqlite:///.reconciler/state.db", config_dir=agency.dir)
+    assert store is not None
+    return store

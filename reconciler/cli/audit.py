@@ -6,7 +6,6 @@ one YAML file, atomically, and never over an existing one without ``--force``.
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from contextlib import closing
 from pathlib import Path
@@ -18,10 +17,11 @@ from ..config import SHOPS_DIR
 from ..drift import audit
 from ..errors import ReconcilerError
 from ..files import write_atomic
-from ..history import History, history_path, parse_since
+from ..history import parse_since
 from ..onboard import Target, import_shops, write_import
 from ..render import DRIFT_FORMATS, drift_as, drift_junit, history_json, history_text
 from ..shard import Shard
+from ..state import FINISHED
 from ..vocab import CATEGORIES, Category, Exit
 from .common import (
     err,
@@ -33,6 +33,7 @@ from .common import (
     shard_option,
     shop_option,
     state,
+    store_for,
 )
 
 IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
@@ -59,13 +60,13 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     whole = load(ctx, shops)
     config = in_shard(whole, shard)
     wanted = config.desired(configured=None if shops else [s.id for s in whole.shops])
-    history = History.existing(history_path(config.settings.history, config.dir))
+    store = store_for(config.settings, config.dir, create=False)
     with closing(provider_for(ctx, config.settings, config.dir)) as provider:
         try:
-            report = audit(wanted, provider, history=history, shard=shard, progress=progress_printer("drift"))
+            report = audit(wanted, provider, history=store, shard=shard, progress=progress_printer("drift"))
         finally:
-            if history is not None:
-                history.close()
+            if store is not None:
+                store.close()
     report = report.without(ignore)
     if junit_xml is not None:
         write_atomic(junit_xml, drift_junit(report))
@@ -128,29 +129,27 @@ def history(ctx: click.Context, shops: tuple[str, ...], since: str | None, limit
     """The audit trail of applied changes, oldest first. Exit 0, 1 error.
 
     Every change apply attempted is recorded with its run's time, actor, git commit and
-    branch and plan checksum, and its outcome: applied, failed, refused, rolled-back or
-    rollback-failed.
+    branch and plan checksum, and its outcome: applied, already-applied, failed, refused,
+    rolled-back or rollback-failed. Runs that never finished (a killed apply: interrupted;
+    one still going: running) are listed after the changes.
     """
     try:
         cutoff = parse_since(since) if since is not None else None
     except ValueError as e:
         raise ReconcilerError(f"--since: {e}") from None
     settings, config_dir = settings_only(ctx)
-    path = history_path(settings.history, config_dir)
-    entries = []
-    try:
-        db = History.existing(path)
-        if db is not None:
-            try:
-                entries = db.entries(shops=list(shops) or None, since=cutoff, limit=limit)
-            finally:
-                db.close()
-    except sqlite3.Error as e:
-        raise ReconcilerError(f"{path}: cannot read the history: {e}") from None
-    if fmt == "json":
-        click.echo(history_json(entries), nl=False)
+    store = store_for(settings, config_dir, create=False)
+    if store is None:
+        entries, runs = [], []
     else:
-        click.echo(history_text(entries, colour=state(ctx).colour_for(sys.stdout)), nl=False)
+        with closing(store):
+            entries = store.entries(shops=list(shops) or None, since=cutoff, limit=limit)
+            wanted = {e.run for e in entries}
+            runs = [r for r in store.runs() if r.id in wanted or r.status != FINISHED]
+    if fmt == "json":
+        click.echo(history_json(entries, runs), nl=False)
+    else:
+        click.echo(history_text(entries, runs, colour=state(ctx).colour_for(sys.stdout)), nl=False)
 
 
 COMMANDS: list[Any] = [drift, import_cmd, history]

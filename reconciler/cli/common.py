@@ -12,16 +12,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
 from ..config import Config, load_config, load_settings
 from ..errors import ReconcilerError
-from ..history import History, history_path
 from ..model import Settings, TopSettings
 from ..providers import Provider, open_provider
 from ..shard import Shard, parse_shard
+
+if TYPE_CHECKING:
+    from ..state import Store
 
 DEFAULT_CONFIG_DIR = "configs"
 
@@ -83,8 +85,18 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path) -> Pr
     return provider
 
 
-def history_for(settings: Settings, config_dir: Path) -> History:
-    return History(history_path(settings.history, config_dir))
+def store_for(settings: Settings, config_dir: Path, *, create: bool = True) -> Store | None:
+    """The state store the settings name (``RECONCILER_STATE_URL`` overrides ``state.url``);
+    ``create=False``: None when none was ever written (read-only commands never make one)."""
+    from ..state import open_store, resolve_url  # SQLAlchemy loads only for commands that use the store
+
+    return open_store(resolve_url(settings, config_dir, os.environ), config_dir=config_dir, create=create)
+
+
+def open_store_for(settings: Settings, config_dir: Path) -> Store:
+    store = store_for(settings, config_dir)
+    assert store is not None
+    return store
 
 
 Progress = Callable[[int, int, str], None]

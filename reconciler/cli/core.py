@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import sys
 import threading
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,14 +19,17 @@ from ..gitutil import git_info
 from ..history import default_actor
 from ..plan import Plan, plan_from_data
 from ..render import PLAN_FORMATS, apply_summary, nothing_to_apply, plan_as, plan_text, problem_line
-from ..run import ApplyRun
+from ..run import ApplyRun, RunOptions
 from ..shard import Shard
 from ..vocab import Exit
+
+if TYPE_CHECKING:
+    from ..state import InterruptedShop, Store
 from .common import (
     err,
     graceful_interrupt,
-    history_for,
     load,
+    open_store_for,
     progress_printer,
     provider_for,
     settings_only,
@@ -94,6 +98,18 @@ def _confirm(run: ApplyRun) -> None:
         run.refuse(UnsafePlan("apply cancelled; nothing changed"))
 
 
+def the_shops(saved: Plan | None) -> list[str]:
+    return list(saved.shops) if saved is not None else []
+
+
+def _interrupted(store: Store, shops: Sequence[str], *, say: bool) -> dict[str, InterruptedShop]:
+    """Shops a killed apply may have left half-changed (a fresh plan names them itself)."""
+    found = store.interrupted_shops(list(shops))
+    for i in found.values() if say else ():
+        err(f"Warning: shop {i.shop}: {i.message()}")
+    return found
+
+
 @click.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @shop_option
@@ -101,13 +117,15 @@ def _confirm(run: ApplyRun) -> None:
 @click.option("--auto-approve", is_flag=True, help="Apply a fresh plan without asking (CI).")
 @click.option("--force", is_flag=True, help="Override the safety threshold and protect: true.")
 @click.option("--actor", help="Who applies, for the history (default: CI user variables, else the OS user).")
+@click.option("--lock-timeout", type=click.FloatRange(min=0, max=86_400), metavar="SECONDS",
+              help="Wait this long for shops another run has locked (default: state.lock_timeout_s, 0).")
 @click.pass_context
 def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], shard: Shard | None, auto_approve: bool,
-          force: bool, actor: str | None) -> None:
+          force: bool, actor: str | None, lock_timeout: float | None) -> None:
     """Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE.
 
-    Exit 0 applied (or nothing to do), 1 refused or failed with nothing changed,
-    3 partly applied.
+    Exit 0 applied (or nothing to do), 1 refused (locked, stale, unsafe) or failed with
+    nothing changed, 3 partly applied.
     """
     if planfile is not None and (shops or shard):
         raise click.UsageError("--shop and --shard cannot be combined with a saved plan (it is applied exactly)")
@@ -115,16 +133,23 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
     config = load(ctx, shops, shard) if saved is None else None
     settings, config_dir = (config.settings, config.dir) if config is not None else settings_only(ctx)
     commit, branch = git_info(config_dir)
+    options = RunOptions(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
+                         lock_timeout_s=settings.state.lock_timeout_s if lock_timeout is None else lock_timeout,
+                         lock_lease_s=settings.state.lock_lease_s)
+    store = open_store_for(settings, config_dir)
     with closing(provider_for(ctx, settings, config_dir)) as provider:
+        interrupted = _interrupted(store, [s.id for s in config.shops] if config is not None else the_shops(saved),
+                                   say=config is None)
         if config is not None:
-            the_plan = make_plan(config.desired(), provider, force=force)
+            the_plan = make_plan(config.desired(), provider, force=force,
+                                 interrupted={s: i.message() for s, i in interrupted.items()})
             click.echo(plan_text(the_plan, colour=state(ctx).colour_for(sys.stdout)), nl=False)
         else:
             assert saved is not None
             the_plan = saved
-        with ApplyRun(plan=the_plan, provider=provider, history=history_for(settings, config_dir), saved=saved is not None,
-                      actor=actor or default_actor(), git_commit=commit, git_branch=branch) as run:
-            run.check(force=force)
+        with ApplyRun(plan=the_plan, provider=provider, store=store, options=options, saved=saved is not None,
+                      interrupted=interrupted, note=err) as run:
+            run.check_safe(force=force)
             if not the_plan.changes:
                 for p in the_plan.errors if saved is not None else ():  # a fresh plan was printed with its problems
                     err(problem_line(p))
@@ -132,6 +157,8 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
                 ctx.exit(run.nothing_to_apply())
             if saved is None and not auto_approve:
                 _confirm(run)
+            run.lock()
+            run.check_stale()
             stop = threading.Event()
             with graceful_interrupt(stop):
                 result = run.execute(progress=progress_printer("applying"), stop=stop)

@@ -134,6 +134,12 @@ class InterruptedShop:
     intended_at: str
     changes: tuple[dict[str, Any], ...] = field(default_factory=tuple)
 
+    def message(self) -> str:
+        """For a plan problem or a drift finding."""
+        return (f"run {self.run} ({self.actor}, started {self.run_time}) was interrupted while changing this shop"
+                f" ({len(self.changes)} change(s) intended at {self.intended_at}); it may be half-changed:"
+                " apply brings it to the configuration first")
+
 
 def locked_message(holders: Sequence[LockInfo], wanted: int, waited_s: float) -> str:
     held = sum(len(h.shops) for h in holders)
