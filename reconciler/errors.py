@@ -90,6 +90,7 @@ class StalePlan(ReconcilerError):
 
 
 _SECRETISH = re.compile(r"(?i)(secret|session|sign|password|token)(=|\"?\s*[:=]\s*\"?)[^&\s\"',}]+")
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]+@")
 
 
 def mask(text: str, secrets: Iterable[str] = (), limit: int = 300) -> str:
@@ -98,4 +99,5 @@ def mask(text: str, secrets: Iterable[str] = (), limit: int = 300) -> str:
         if s:
             text = text.replace(s, "***")
     text = _SECRETISH.sub(lambda m: m.group(1) + m.group(2) + "***", text)
+    text = _URL_PASSWORD.sub(r"\1***@", text)
     return text if len(text) <= limit else text[:limit] + "…"

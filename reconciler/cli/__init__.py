@@ -11,7 +11,7 @@ from typing import Any
 import click
 
 from .. import __version__
-from ..errors import ReconcilerError
+from ..errors import ReconcilerError, mask
 from .common import DEFAULT_CONFIG_DIR, State
 
 
@@ -48,6 +48,12 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: database error: {e}", err=True)
             ctx.exit(1)
+        except Exception as e:  # the state store's database broke while in use (SQLAlchemy, psycopg)
+            if not type(e).__module__.startswith(("sqlalchemy", "psycopg")) or getattr(ctx.obj, "debug", False):
+                raise
+            click.echo(f"Error: the state store failed: {mask(str(e).splitlines()[0] if str(e) else type(e).__name__)}",
+                       err=True)
+            ctx.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
@@ -71,8 +77,8 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, 
 
 
 def _register() -> None:
-    from . import audit, core, sandbox
-    for cmd in (*core.COMMANDS, *audit.COMMANDS, sandbox.sandbox):
+    from . import audit, core, sandbox, state
+    for cmd in (*core.COMMANDS, *audit.COMMANDS, *state.COMMANDS, sandbox.sandbox):
         main.add_command(cmd)
 
 

@@ -36,6 +36,7 @@ from .common import (
     shard_option,
     shop_option,
     state,
+    store_for,
 )
 
 
@@ -65,8 +66,13 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
     --detailed-exitcode when changes are pending.
     """
     config = load(ctx, shops, shard)
+    store = store_for(config.settings, config.dir, create=False)
+    interrupted = {}
+    if store is not None:
+        with closing(store):
+            interrupted = {s: i.message() for s, i in store.interrupted_shops([s.id for s in config.shops]).items()}
     with closing(provider_for(ctx, config.settings, config.dir)) as provider:
-        result = make_plan(config.desired(), provider, force=force)
+        result = make_plan(config.desired(), provider, force=force, interrupted=interrupted)
     if out is not None:
         write_atomic(out, result.to_json())
     click.echo(plan_as(fmt, result, colour=state(ctx).colour_for(sys.stdout)), nl=False)
