@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, NoReturn
 
 from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
+from .model import Scenario, ShopState
 from .plan import Change, Plan
 from .providers.base import Provider
-from .vocab import Exit, Outcome
+from .vocab import WRITTEN, Action, Exit, Outcome
 
 if TYPE_CHECKING:
     from .state import InterruptedShop, Store
@@ -168,8 +169,30 @@ class ApplyRun:
         except StalePlan as e:
             self.refuse(e)
 
+    def recover(self) -> None:
+        """Record the writes an interrupted run made but could not record: each change it intended
+        that the platform now holds, and that its history does not show, is recorded under that
+        run (``applied``, saying who found it). Nothing is recorded for a write that did not land."""
+        if not self.interrupted:
+            return
+        shops = sorted(self.interrupted)
+        states = self.provider.read(shops)
+        recorded = {(e.run, e.shop, e.scenario, e.action) for e in self.store.entries(shops=shops) if e.outcome in WRITTEN}
+        for shop, i in sorted(self.interrupted.items()):
+            state = states.get(shop)
+            if not isinstance(state, ShopState):
+                continue
+            for c in i.changes:
+                name = "buyer_self_service" if c["action"] == Action.update else "appkey"
+                now = state.buyer_self_service if name == "buyer_self_service" else state.appkey(Scenario(c["scenario"]))
+                if now == c["after"].get(name) and (i.run, shop, c["scenario"], c["action"]) not in recorded:
+                    self.store.record(i.run, shop=shop, scenario=c["scenario"], action=c["action"], before=c["before"],
+                                      after=c["after"], outcome=Outcome.applied,
+                                      error=f"found on the platform after run {i.run} was interrupted; recorded by run {self._run()}")
+
     def nothing_to_apply(self) -> Exit:
         """The plan has no change: 0, or 1 when shops are withheld by errors."""
+        self.recover()
         self._settle(set())
         self.code = Exit.error if self.plan.errors else Exit.ok
         return self.code
@@ -177,6 +200,7 @@ class ApplyRun:
     def execute(self, *, progress: Progress | None = None, stop: threading.Event | None = None) -> ApplyResult:
         """Write the plan (see ``apply.apply_plan``), journalled, renewing the locks' lease while it runs."""
         run = self._run()
+        self.recover()
         with self.store.keeper(run, self.options.lock_lease_s) as keeper:
             result = apply_plan(self.plan, self.provider, record=self.record, progress=progress,
                                 parallelism=getattr(self.provider, "parallelism", 1),
