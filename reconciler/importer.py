@@ -30,11 +30,27 @@ _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RESERVED = {"y", "yes", "n", "no", "true", "false", "on", "off", "null"}
 
 
+# Characters YAML does not allow raw in a double-quoted scalar (JSON leaves them): C1 controls,
+# DEL, line/paragraph separators, BOM, lone surrogates.
+_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")
+
+
 def scalar(text: str) -> str:
-    """A YAML scalar that reads back as exactly this string."""
+    """A YAML scalar that reads back as exactly this string (a double-quoted one whenever the
+    text is not a plain word: every quote, backslash, newline and control character escaped)."""
     if _PLAIN.match(text) and text.lower() not in _RESERVED:
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
+
+
+def scalar_quoted(text: str) -> str:
+    """Always quoted (ids and appkeys are strings of digits YAML would read as numbers)."""
+    return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
+
+
+def comment(text: str) -> str:
+    """Text for a YAML comment: one line, no control characters (a newline would end the comment)."""
+    return " ".join(_UNSAFE.sub("?", "".join(ch if ch.isprintable() else " " for ch in text)).split())
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ def import_shop(state: ShopState, erps: Mapping[str, ErpSpec]) -> ImportedShop:
 
 
 def _flow(settings: Mapping[str, str | bool]) -> str:
-    items = [f"{k}: {str(v).lower() if isinstance(v, bool) else scalar(v) if k != 'appkey' else json.dumps(v)}"
+    items = [f"{k}: {str(v).lower() if isinstance(v, bool) else scalar(v) if k != 'appkey' else scalar_quoted(v)}"
              for k, v in settings.items()]
     return "{" + ", ".join(items) + "}"
 
@@ -105,16 +121,16 @@ def render_shops(shops: Sequence[ImportedShop], *, header: str = "") -> str:
         return "\n".join([*lines, "shops: []"]) + "\n"
     lines.append("shops:")
     for shop in sorted(shops, key=lambda s: s.id):
-        lines.append(f"  - id: {json.dumps(shop.id)}")
+        lines.append(f"  - id: {scalar_quoted(shop.id)}")
         if shop.name is not None:
             lines.append(f"    name: {scalar(shop.name)}")
         if shop.erp is not None:
             lines.append(f"    erp: {scalar(shop.erp)}")
-        lines += [f"    # {c}" for c in shop.comments]
+        lines += [f"    # {comment(c)}" for c in shop.comments]
         if not shop.scenarios:
             lines.append("    scenarios: {}")
             continue
         lines.append("    scenarios:")
         for s in shop.scenarios:
-            lines.append(f"      {s.scenario.value}: {_flow(s.settings)}" + (f"   # {s.comment}" if s.comment else ""))
+            lines.append(f"      {s.scenario.value}: {_flow(s.settings)}" + (f"   # {comment(s.comment)}" if s.comment else ""))
     return "\n".join(lines) + "\n"

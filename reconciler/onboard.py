@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .drift import read_states
-from .errors import ProviderError, ReconcilerError
+from .errors import ProviderError, ReconcilerError, mask
 from .files import write_atomic
 from .importer import ImportedShop, import_shop, render_shops
-from .model import ErpSpec, ShopState
+from .model import SHOP_ID_RE, ErpSpec, ShopState, appkey_problem
 from .providers.base import Provider
 from .yamlio import load as load_yaml
 
@@ -60,6 +60,22 @@ def _declared_in(path: Path) -> list[str]:
     return [str(s["id"]) for s in shops if isinstance(s, dict) and "id" in s] if isinstance(shops, list) else []
 
 
+def _checked(shop: str, state: ShopState | ProviderError) -> ShopState | ProviderError:
+    """A platform answer fit to be written as config, or why not: the shop id must be the one
+    asked for and a string of digits, every appkey one the config format accepts."""
+    if isinstance(state, ProviderError):
+        return state
+    if state.shop_id != shop or not SHOP_ID_RE.fullmatch(state.shop_id):
+        return ProviderError(f"the platform answered shop id {mask(repr(state.shop_id), limit=40)} for shop {shop}"
+                             " (expected that id, a string of digits); not imported")
+    for sc, b in sorted(state.bindings.items()):
+        why = appkey_problem(b.appkey, sc)
+        if why:
+            return ProviderError(f"the platform answered an invalid appkey for {sc.value}"
+                                 f" ({mask(repr(b.appkey), limit=40)}); not imported")
+    return state
+
+
 def import_shops(provider: Provider, target: Target, *, wanted: Sequence[str] | None, declared: Mapping[str, str],
                  erps: Mapping[str, ErpSpec], progress: Progress | None = None) -> ImportResult:
     """Read ``wanted`` shops (None: every shop the platform knows) that ``declared`` (shop →
@@ -67,7 +83,7 @@ def import_shops(provider: Provider, target: Target, *, wanted: Sequence[str] | 
     existing = {s: src for s, src in declared.items() if not (target.in_config and s in target.replaced)}
     ids = provider.list_shops() if wanted is None else sorted(set(wanted))
     todo = [s for s in ids if s not in existing]
-    states = read_states(provider, todo, progress=progress) if todo else {}
+    states = {s: _checked(s, v) for s, v in (read_states(provider, todo, progress=progress) if todo else {}).items()}
     imported = tuple(import_shop(v, erps) for v in states.values() if isinstance(v, ShopState))
     dropped = sorted(set(target.replaced) - {s.id for s in imported}) if target.in_config else []
     return ImportResult(imported=imported, skipped={s: existing[s] for s in ids if s in existing},
