@@ -58,7 +58,10 @@ def parse_since(text: str, *, now_: datetime | None = None) -> str:
     m = _AGO.match(text)
     if m:
         base = now_ or datetime.now(UTC)
-        t = base - timedelta(**{_UNIT[m.group(2)]: int(m.group(1))})
+        try:
+            t = base - timedelta(**{_UNIT[m.group(2)]: int(m.group(1))})
+        except (OverflowError, ValueError):
+            return format_time(datetime.min.replace(tzinfo=UTC))  # longer ago than any record: everything
     else:
         s = text.strip()
         try:
@@ -69,7 +72,10 @@ def parse_since(text: str, *, now_: datetime | None = None) -> str:
                              f" or an age (36h, 7d), got {text!r}") from None
         if t.tzinfo is None:
             t = t.replace(tzinfo=UTC)
-    t = t.astimezone(UTC)
+    try:
+        t = t.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 / 9999-12-31T23:59:59-14:00: beyond representable UTC times
+        t = (datetime.max if t.year > 1 else datetime.min).replace(tzinfo=UTC, microsecond=0)
     if t.microsecond:
         t = t.replace(microsecond=0) + timedelta(seconds=math.ceil(t.microsecond / 1e6))
     return format_time(t)

@@ -122,7 +122,7 @@ def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out:
 @click.command()
 @shop_option
 @click.option("--since", help="Only changes at or after: a date (2024-05-01, UTC), an ISO time, or an age (36h, 7d).")
-@click.option("--limit", type=click.IntRange(min=1), help="Only the most recent N changes.")
+@click.option("--limit", type=click.IntRange(min=1, max=1_000_000_000), help="Only the most recent N changes.")
 @click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
 @click.pass_context
 def history(ctx: click.Context, shops: tuple[str, ...], since: str | None, limit: int | None, fmt: str) -> None:

@@ -14,7 +14,7 @@ import click
 
 from ..apply import make_plan
 from ..errors import StalePlan, UnsafePlan
-from ..files import write_atomic
+from ..files import read_regular, write_atomic
 from ..gitutil import git_info
 from ..history import default_actor
 from ..plan import Plan, plan_from_data
@@ -84,15 +84,21 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
 
 
 def _read_plan_file(path: Path) -> Plan:
+    """A saved plan: a regular file of bounded size, strict JSON, verified (``plan_from_data``)."""
+    raw = read_regular(path, what="plan file", limit=PLAN_FILE_LIMIT)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise StalePlan(f"{path}: cannot read the plan file: {getattr(e, 'strerror', None) or e}") from None
-    try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except UnicodeDecodeError:
+        raise StalePlan(f"{path}: not a saved plan (not UTF-8)") from None
     except json.JSONDecodeError as e:
         raise StalePlan(f"{path}:{e.lineno}:{e.colno}: not a saved plan (invalid JSON: {e.msg})") from None
+    except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits; NaN
+        raise StalePlan(f"{path}: not a saved plan ({type(e).__name__}: {str(e)[:100]})") from None
     return plan_from_data(data, where=str(path))
+
+
+def _no_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a number a plan holds")
 
 
 def _confirm(run: ApplyRun) -> None:
@@ -173,3 +179,4 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
 
 
 COMMANDS: list[Any] = [validate, plan, apply]
+PLAN_FILE_LIMIT = 256 << 20   # a plan of 100,000 shops × 3 changes is ~150 MB of JSON
