@@ -64,6 +64,18 @@ def _projection(state: ShopState, keys: Iterable[str]) -> dict[str, Any]:
     return {k: state.buyer_self_service if k == "buyer_self_service" else state.appkey(Scenario(k)) for k in keys}
 
 
+def _moved(shop: str, state: ShopState, changes: Iterable[Change]) -> list[tuple[tuple[str, str, str], str]]:
+    """Bindings that hold the plan's ``before`` again but were written since the plan saw them
+    (their revision moved: A → B → A): an old plan must not undo the later change."""
+    out = []
+    for c in changes:
+        b = state.bindings.get(c.scenario)
+        if c.revision is not None and c.action is not Action.update and b is not None and b.revision != c.revision:
+            out.append((c.key, f"  {shop} {c.scenario.value} {c.action.value}: the binding was written since the plan"
+                               f" was made (revision {c.revision}, now {b.revision})"))
+    return out
+
+
 def check_stale(plan: Plan, provider: Provider) -> None:
     """Refuse (StalePlan) when any binding the plan touches no longer matches its ``before``.
 
@@ -86,6 +98,9 @@ def check_stale(plan: Plan, provider: Provider) -> None:
             raise StalePlan(f"cannot verify the plan: shop {shop}: {state}")
         now = _projection(state, want)
         if now == want:
+            moved = _moved(shop, state, plan.by_shop().get(shop, []))
+            already = already and not moved
+            stale += moved
             continue
         from deepdiff import DeepDiff  # only here, on the rare stale path: it costs 30 ms to import
         diff = DeepDiff(want, now, verbose_level=2)
@@ -109,7 +124,7 @@ def _setting(name: str, value: Any) -> str:
 
 
 def check_safe(plan: Plan, *, force: bool) -> None:
-    if force or plan.force:
+    if force:  # from the command line only: a saved plan's own "force" is a record, not a permission
         return
     unsafe = [p for p in plan.unsafe if p.kind == ProblemKind.unsafe]
     if unsafe:

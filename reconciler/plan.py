@@ -15,7 +15,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -27,8 +28,6 @@ from .vocab import DISRUPTIVE, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind
 FORMAT_VERSION = 1
 
 
-
-
 @dataclass(frozen=True)
 class Change:
     shop: str
@@ -38,6 +37,7 @@ class Change:
     after: Mapping[str, Any]
     reason: str = ""
     source: str | None = None
+    revision: int | None = None  # the platform's revision of the binding the plan saw (pins ``before``)
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -50,6 +50,8 @@ class Change:
         }
         if self.source:
             d["source"] = self.source
+        if self.revision is not None:
+            d["revision"] = self.revision
         return d
 
 
@@ -101,6 +103,14 @@ class Plan:
     force: bool = False
     shops: tuple[str, ...] = ()
     names: Names = field(default_factory=Names)
+    # A saved plan's provenance (``stamped``), under the checksum; None on a plan only printed.
+    created_at: str | None = None              # UTC ISO-8601 to the second
+    tool_version: str | None = None            # the reconciler that made it
+    target: Mapping[str, str] | None = None    # the platform it was made for (``reconciler.target``)
+
+    def stamped(self, *, created_at: str, tool_version: str, target: Mapping[str, str]) -> Plan:
+        """The plan as it is saved: when, by which version and for which platform it was made."""
+        return replace(self, created_at=created_at, tool_version=tool_version, target=dict(target))
 
     @property
     def summary(self) -> dict[str, int]:
@@ -138,6 +148,12 @@ class Plan:
         }
         if self.names.erps or self.names.shops:
             body["names"] = self.names.to_data()
+        if self.created_at is not None:
+            body["created_at"] = self.created_at
+        if self.tool_version is not None:
+            body["tool_version"] = self.tool_version
+        if self.target is not None:
+            body["target"] = dict(sorted(self.target.items()))
         return body
 
     @property
@@ -176,6 +192,7 @@ class _SavedChange(BaseModel):
     after: dict[str, Any]
     reason: str = ""
     source: str | None = None
+    revision: int | None = None
 
 
 class _SavedProblem(BaseModel):
@@ -203,7 +220,11 @@ class _SavedPlan(BaseModel):
     force: bool
     shops: list[str]
     names: _SavedNames | None = None
+    created_at: str | None = None    # absent in plans saved before plans carried their provenance
+    tool_version: str | None = None
+    target: dict[str, str] | None = None
     checksum: str
+    signature: str | None = None
 
 
 def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
@@ -218,21 +239,90 @@ def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
         raise StalePlan(f"{where}: not a valid saved plan: {loc}: {first['msg']}") from None
-    body = {k: v for k, v in data.items() if k != "checksum"}
+    body = {k: v for k, v in data.items() if k not in ("checksum", "signature")}
     if checksum(body) != saved.checksum:
         raise StalePlan(f"{where}: the file was altered after it was written (checksum mismatch); make a new plan")
     changes = tuple(
         Change(shop=c.shop, scenario=c.scenario, action=c.action, before=c.before, after=c.after,
-               reason=c.reason, source=c.source)
+               reason=c.reason, source=c.source, revision=c.revision)
         for c in saved.changes
     )
     problems = tuple(Problem(p.shop, p.scenario, p.severity, p.kind, p.message) for p in saved.problems)
     names = Names(erps=saved.names.erps, shops=dict(saved.names.shops)) if saved.names else Names()
     plan = Plan(changes=changes, problems=problems, managed=saved.managed, force=saved.force,
-                shops=tuple(saved.shops), names=names)
+                shops=tuple(saved.shops), names=names, created_at=saved.created_at, tool_version=saved.tool_version,
+                target=saved.target)
     if plan.checksum != saved.checksum:  # fields this version does not know would not be applied exactly
-        raise StalePlan(f"{where}: the plan holds fields this version of reconciler does not know; make a new plan")
+        raise StalePlan(f"{where}: the plan is not what this version of reconciler writes (a summary that does not"
+                        " count its changes, names it would not show, or fields it does not know); make a new plan")
     return plan
+
+
+# --------------------------------------------------------------------------- the target
+
+
+def target_label(target: Mapping[str, str] | None) -> str:
+    """A target for people: ``top https://gw.example/router/rest (app key 30000001)``, ``sandbox sandbox-1f2e…``."""
+    if not target:
+        return "no recorded platform"
+    kind = target.get("kind")
+    if kind == "top":
+        return f"top {target.get('url', '?')} (app key {target.get('app_key', '?')})"
+    if kind == "sandbox":
+        return f"sandbox {target.get('id', '?')}"
+    return ", ".join(f"{k}={v}" for k, v in sorted(target.items()))
+
+
+def made_at(plan: Plan) -> datetime | None:
+    """When a saved plan was made (None when it does not say, or says it unreadably)."""
+    if plan.created_at is None:
+        return None
+    try:
+        t = datetime.fromisoformat(plan.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def say_age(age: timedelta) -> str:
+    """``3d 4h``, ``25h 3m``, ``24h``, ``12m 5s``: the two largest units, a zero second one left out."""
+    s = max(int(age.total_seconds()), 0)
+    d, h, m = s // 86_400, s % 86_400 // 3600, s % 3600 // 60
+    if d >= 2:
+        big, small = f"{d}d", f"{h}h" if h else ""
+    elif s >= 3600:
+        big, small = f"{d * 24 + h}h", f"{m}m" if m else ""
+    elif m:
+        big, small = f"{m}m", f"{s % 60}s" if s % 60 else ""
+    else:
+        big, small = f"{s}s", ""
+    return f"{big} {small}".strip()
+
+
+def check_target(plan: Plan, target: Mapping[str, str], *, max_age: timedelta | None = None,
+                 now: datetime | None = None) -> None:
+    """A saved plan may be applied here: it was made for ``target`` (and, with ``max_age``, no
+    longer than that before ``now``, the caller's clock). Raises StalePlan saying why not.
+
+    A plan saved before plans carried their target cannot show which platform it was
+    reviewed against, so it is refused too: make a new plan."""
+    if plan.target is None:
+        raise StalePlan("the saved plan was made before plans carried their target (by an earlier reconciler),"
+                        " so which platform it was reviewed against is unknown; make a new plan")
+    if dict(plan.target) != dict(target):
+        raise StalePlan(f"the saved plan was made for {target_label(plan.target)}, not for {target_label(target)}"
+                        " (the platform this configuration names); nothing was applied. Make a new plan against this platform")
+    if max_age is None:
+        return
+    made = made_at(plan)
+    if made is None:
+        raise StalePlan(f"the saved plan does not say when it was made (created_at {plan.created_at!r}); make a new plan")
+    if now is None:
+        raise ValueError("check_target: max_age needs now (the caller's clock)")
+    age = now - made
+    if age > max_age:
+        raise StalePlan(f"the saved plan is {say_age(age)} old (made {plan.created_at}), older than --max-age"
+                        f" {say_age(max_age)}; make a new plan")
 
 
 # --------------------------------------------------------------------------- the diff
@@ -295,9 +385,11 @@ def diff_shop(
         action: Action | None = None
         if want.appkey != current:
             action = Action.bind if current is None else (Action.unbind if want.appkey is None else Action.rotate)
+            bound = state.bindings.get(sc)
             changes.append(Change(
                 shop=sid, scenario=sc, action=action, before={"appkey": current}, after={"appkey": want.appkey},
                 reason=_reason(action, want, current, names), source=str(want.source),
+                revision=bound.revision if bound is not None and bound.revision else None,
             ))
         problems += _preflight(sid, want, checks.get((want.appkey, sc)) if want.appkey else None,
                                changing=action is not None, names=names)

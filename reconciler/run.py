@@ -4,6 +4,7 @@ An ``ApplyRun`` owns one apply's run in the state store (``reconciler.state``): 
 run (opened at the first thing to record), the per-shop locks, the journal and the run's end.
 
     with ApplyRun(plan=..., provider=..., store=..., actor=..., options=...) as run:
+        run.check_target(target)    # a saved plan: made for this platform (and recently enough)
         run.check_safe(force=...)   # the safety threshold and protect; a refusal is recorded
         run.lock()                  # the shops it writes, before the first write (waits, or refuses: locked)
         run.check_stale()           # a saved plan: every value it touches still holds its before
@@ -24,14 +25,16 @@ import socket
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, NoReturn
 
 from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
-from .model import Scenario, ShopState
-from .plan import Change, Plan
+from .model import Desired, Scenario, ShopState
+from .plan import Change, Plan, check_target
 from .providers.base import Provider
+from .saved import verify_against
 from .vocab import WRITTEN, Action, Exit, Outcome
 
 if TYPE_CHECKING:
@@ -130,6 +133,17 @@ class ApplyRun:
 
     # ------------------------------------------------------------------ the steps
 
+    def check_target(self, target: Mapping[str, str], *, max_age: timedelta | None = None,
+                     now: datetime | None = None) -> None:
+        """A saved plan: it was made for ``target`` (the platform about to be written) and, with
+        ``max_age``, no longer than that before ``now``; else the run is refused, nothing changed."""
+        if not self.saved:
+            return
+        try:
+            check_target(self.plan, target, max_age=max_age, now=now)
+        except StalePlan as e:
+            self.refuse(e)
+
     def check_safe(self, *, force: bool) -> None:
         """The safety threshold and ``protect`` (unless ``force``); a failure refuses the run."""
         try:
@@ -160,12 +174,29 @@ class ApplyRun:
         for t in taken:
             self.note(t.message())
 
+    def verify(self, desired: Desired, *, force: bool) -> None:
+        """A saved plan: every change must be one the configuration would make; ``protect`` and
+        the safety threshold are decided again from it (``saved.verify_against``)."""
+        if not self.saved:
+            return
+        try:
+            verify_against(self.plan, desired, force=force)
+        except (StalePlan, UnsafePlan) as e:
+            self.refuse(e)
+
     def check_stale(self) -> None:
-        """A saved plan: every value it touches must still hold its ``before`` (checked under the locks)."""
+        """A saved plan, under the locks: every value it touches must still hold its ``before``
+        (and its pinned revision), and no earlier run may have applied this very plan."""
         if not self.saved:
             return
         try:
             check_stale(self.plan, self.provider)
+            earlier = self.store.applied_runs(self.plan.checksum)
+            if earlier:
+                r = earlier[0]
+                raise StalePlan(f"this saved plan was already applied by run {r.id} ({r.actor}, {r.time}"
+                                + (f", git {r.git_commit[:10]}" if r.git_commit else "") + "); nothing was applied;"
+                                " make a new plan")
         except StalePlan as e:
             self.refuse(e)
 

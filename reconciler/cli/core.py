@@ -1,26 +1,34 @@
-"""validate, plan, apply."""
+"""validate, plan, apply, show."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import sys
 import threading
 from collections.abc import Sequence
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..apply import make_plan
-from ..errors import StalePlan, UnsafePlan
+from .. import __version__
+from ..apply import ApplyResult, make_plan
+from ..errors import ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
 from ..gitutil import git_info
-from ..history import default_actor
+from ..history import default_actor, format_time
+from ..model import Desired, Settings
 from ..plan import Plan, plan_from_data
-from ..render import PLAN_FORMATS, apply_summary, nothing_to_apply, plan_as, plan_text, problem_line
+from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
 from ..run import ApplyRun, RunOptions
+from ..saved import check_signature, plan_key
+from ..saved import to_json as saved_json
 from ..shard import Shard
+from ..target import target_of
 from ..vocab import Exit
 
 if TYPE_CHECKING:
@@ -32,7 +40,6 @@ from .common import (
     open_store_for,
     progress_printer,
     provider_for,
-    settings_only,
     shard_option,
     shop_option,
     state,
@@ -73,9 +80,13 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
             interrupted = {s: i.message() for s, i in store.interrupted_shops([s.id for s in config.shops]).items()}
     with closing(provider_for(ctx, config.settings, config.dir)) as provider:
         result = make_plan(config.desired(), provider, force=force, interrupted=interrupted)
+        if out is not None:  # a saved plan says when, by which version and for which platform it was made
+            result = result.stamped(created_at=format_time(datetime.now(UTC)), tool_version=__version__,
+                                    target=target_of(config.settings, provider))
     if out is not None:
-        write_atomic(out, result.to_json())
-    click.echo(plan_as(fmt, result, colour=state(ctx).colour_for(sys.stdout)), nl=False)
+        write_atomic(out, saved_json(result, plan_key(os.environ)))
+    click.echo(plan_as(fmt, result, colour=state(ctx).colour_for(sys.stdout), labels=labels_of(config.shops),
+                       generated_at=result.created_at or format_time(datetime.now(UTC))), nl=False)
     if out is not None:
         err(f"Saved plan to {out} ({result.checksum}); apply it with: reconciler apply {out}")
     if result.errors:
@@ -94,7 +105,9 @@ def _read_plan_file(path: Path) -> Plan:
         raise StalePlan(f"{path}:{e.lineno}:{e.colno}: not a saved plan (invalid JSON: {e.msg})") from None
     except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits; NaN
         raise StalePlan(f"{path}: not a saved plan ({type(e).__name__}: {str(e)[:100]})") from None
-    return plan_from_data(data, where=str(path))
+    plan = plan_from_data(data, where=str(path))
+    check_signature(plan, data.get("signature"), plan_key(os.environ), where=str(path))
+    return plan
 
 
 def _no_constant(name: str) -> None:
@@ -110,16 +123,53 @@ def _confirm(run: ApplyRun) -> None:
         run.refuse(UnsafePlan("apply cancelled; nothing changed"))
 
 
-def the_shops(saved: Plan | None) -> list[str]:
-    return list(saved.shops) if saved is not None else []
-
-
 def _interrupted(store: Store, shops: Sequence[str], *, say: bool) -> dict[str, InterruptedShop]:
     """Shops a killed apply may have left half-changed (a fresh plan names them itself)."""
     found = store.interrupted_shops(list(shops))
     for i in found.values() if say else ():
         err(f"Warning: shop {i.shop}: {i.message()}")
     return found
+
+
+_AGE = re.compile(r"^\s*([0-9]{1,6})\s*([smhdw])\s*$")
+_AGE_UNIT = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def _max_age(ctx: click.Context, param: click.Parameter, value: str | None) -> timedelta | None:
+    # An error (exit 1), not a usage error: exit 2 means "changes pending" to CI.
+    if value is None:
+        return None
+    m = _AGE.match(value)
+    if not m or int(m.group(1)) == 0:
+        raise ReconcilerError(f"--max-age: expected an age such as 30m, 24h or 7d, got {value!r}")
+    return timedelta(**{_AGE_UNIT[m.group(2)]: int(m.group(1))})
+
+
+def _run_options(settings: Settings, config_dir: Path, actor: str | None, lock_timeout: float | None) -> RunOptions:
+    commit, branch = git_info(config_dir)
+    return RunOptions(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
+                      lock_timeout_s=settings.state.lock_timeout_s if lock_timeout is None else lock_timeout,
+                      lock_lease_s=settings.state.lock_lease_s)
+
+
+def _apply_run(ctx: click.Context, run: ApplyRun, desired: Desired, *, force: bool, auto_approve: bool) -> ApplyResult:
+    """The steps of one apply after its plan is known: safety (and a saved plan checked against
+    the configuration), confirmation, locks, stale check, writes."""
+    the_plan = run.plan
+    run.check_safe(force=force)
+    run.verify(desired, force=force)
+    if not the_plan.changes:
+        for p in the_plan.errors if run.saved else ():  # a fresh plan was printed with its problems
+            err(problem_line(p))
+        click.echo(nothing_to_apply(the_plan), nl=False)
+        ctx.exit(run.nothing_to_apply())
+    if not run.saved and not auto_approve:
+        _confirm(run)
+    run.lock()
+    run.check_stale()
+    stop = threading.Event()
+    with graceful_interrupt(stop):
+        return run.execute(progress=progress_printer("applying"), stop=stop)
 
 
 @click.command()
@@ -131,28 +181,30 @@ def _interrupted(store: Store, shops: Sequence[str], *, say: bool) -> dict[str, 
 @click.option("--actor", help="Who applies, for the history (default: CI user variables, else the OS user).")
 @click.option("--lock-timeout", type=click.FloatRange(min=0, max=86_400), metavar="SECONDS",
               help="Wait this long for shops another run has locked (default: state.lock_timeout_s, 0).")
+@click.option("--max-age", callback=_max_age, metavar="AGE",
+              help="Refuse a saved plan made longer ago than this (30m, 24h, 7d).")
 @click.pass_context
 def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], shard: Shard | None, auto_approve: bool,
-          force: bool, actor: str | None, lock_timeout: float | None) -> None:
+          force: bool, actor: str | None, lock_timeout: float | None, max_age: timedelta | None) -> None:
     """Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE.
 
-    Exit 0 applied (or nothing to do), 1 refused (locked, stale, unsafe) or failed with
-    nothing changed, 3 partly applied.
+    A saved plan is applied only to the platform it was made for (its target). Exit 0
+    applied (or nothing to do), 1 refused (another target, too old, locked, stale, unsafe)
+    or failed with nothing changed, 3 partly applied.
     """
     if planfile is not None and (shops or shard):
         raise click.UsageError("--shop and --shard cannot be combined with a saved plan (it is applied exactly)")
+    if planfile is None and max_age is not None:
+        raise click.UsageError("--max-age applies to a saved plan: reconciler apply --max-age 24h PLANFILE")
     saved = _read_plan_file(planfile) if planfile is not None else None
-    config = load(ctx, shops, shard) if saved is None else None
-    settings, config_dir = (config.settings, config.dir) if config is not None else settings_only(ctx)
-    commit, branch = git_info(config_dir)
-    options = RunOptions(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
-                         lock_timeout_s=settings.state.lock_timeout_s if lock_timeout is None else lock_timeout,
-                         lock_lease_s=settings.state.lock_lease_s)
+    config = load(ctx, shops, shard)  # a saved plan too: it is applied only as far as the configuration asks
+    settings, config_dir = config.settings, config.dir
+    options = _run_options(settings, config_dir, actor, lock_timeout)
     store = open_store_for(settings, config_dir)
     with closing(provider_for(ctx, settings, config_dir)) as provider:
-        interrupted = _interrupted(store, [s.id for s in config.shops] if config is not None else the_shops(saved),
-                                   say=config is None)
-        if config is not None:
+        interrupted = _interrupted(store, [s.id for s in config.shops] if saved is None else list(saved.shops),
+                                   say=saved is not None)
+        if saved is None:
             the_plan = make_plan(config.desired(), provider, force=force,
                                  interrupted={s: i.message() for s, i in interrupted.items()})
             click.echo(plan_text(the_plan, colour=state(ctx).colour_for(sys.stdout)), nl=False)
@@ -161,22 +213,29 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
             the_plan = saved
         with ApplyRun(plan=the_plan, provider=provider, store=store, options=options, saved=saved is not None,
                       interrupted=interrupted, note=err) as run:
-            run.check_safe(force=force)
-            if not the_plan.changes:
-                for p in the_plan.errors if saved is not None else ():  # a fresh plan was printed with its problems
-                    err(problem_line(p))
-                click.echo(nothing_to_apply(the_plan), nl=False)
-                ctx.exit(run.nothing_to_apply())
-            if saved is None and not auto_approve:
-                _confirm(run)
-            run.lock()
-            run.check_stale()
-            stop = threading.Event()
-            with graceful_interrupt(stop):
-                result = run.execute(progress=progress_printer("applying"), stop=stop)
+            if saved is not None:  # before anything else: a plan for another platform is not looked at further
+                run.check_target(target_of(settings, provider), max_age=max_age, now=datetime.now(UTC))
+            result = _apply_run(ctx, run, config.desired(), force=force, auto_approve=auto_approve)
     click.echo(apply_summary(result, the_plan), nl=False)
     ctx.exit(result.exit_code)
 
 
-COMMANDS: list[Any] = [validate, plan, apply]
+@click.command()
+@click.argument("planfile", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
+@click.pass_context
+def show(ctx: click.Context, planfile: Path, fmt: str) -> None:
+    """Render a saved plan for review, after verifying its checksum.
+
+    Shows when, by which version and for which platform the plan was made. Needs no
+    configuration and no platform. Exit 0, 1 when the file is not a saved plan or was altered.
+    """
+    saved = _read_plan_file(planfile)
+    if saved.target is None:
+        err(f"Warning: {planfile} was saved before plans carried their target (by an earlier reconciler);"
+            " apply refuses it: make a new plan")
+    click.echo(plan_as(fmt, saved, colour=state(ctx).colour_for(sys.stdout)), nl=False)
+
+
+COMMANDS: list[Any] = [validate, plan, apply, show]
 PLAN_FILE_LIMIT = 256 << 20   # a plan of 100,000 shops × 3 changes is ~150 MB of JSON

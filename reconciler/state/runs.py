@@ -125,3 +125,12 @@ class HistoryOps(StoreBase):
                         status=self.run_status(finished=r["finished"], status=r["status"], host=r["host"], pid=r["pid"],
                                                heartbeat=r["heartbeat"], lease_s=r["lease_s"], now=now))
                 for r in rows]
+
+    def applied_runs(self, checksum: str) -> list[RunInfo]:
+        """Runs of a plan (by its checksum) that wrote at least one change to the platform, oldest first."""
+        wrote = (sa.select(changes.c.run_id).where(changes.c.outcome.in_([str(w) for w in WRITTEN]))
+                 .where(changes.c.run_id == runs.c.id).exists())
+        with self._read() as conn:
+            ids = list(conn.execute(sa.select(runs.c.id).where(runs.c.checksum == checksum, wrote).order_by(runs.c.id))
+                       .scalars())
+        return self.runs(ids) if ids else []
