@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_
 from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
 from .storage import open_sqlite
 from .vocab import show_appkey
+
+IDENTITY_KEY = "sandbox_id"  # meta: the identity saved plans are bound to
 
 Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
 
@@ -159,8 +162,9 @@ class SandboxPlatform:
     def load_world(self, world: World) -> None:
         """Replace the whole content, atomically."""
         with self._tx() as db:
-            for t in ("meta", "apps", "shops", "bindings", "faults"):
+            for t in ("apps", "shops", "bindings", "faults"):
                 db.execute(f"DELETE FROM {t}")
+            db.execute("DELETE FROM meta WHERE key != ?", (IDENTITY_KEY,))  # the database stays the same platform
             if world.app:
                 db.executemany("INSERT INTO meta VALUES (?, ?)",
                                [("app_key", world.app.app_key), ("app_secret", world.app.app_secret)])
@@ -224,6 +228,18 @@ class SandboxPlatform:
             if faults:
                 out["faults"] = faults
             return out
+
+    def identity(self) -> str:
+        """This sandbox's identity: a random id made when the database is first asked for it and
+        kept for its life (``sandbox load`` replaces the content, not the platform). Saved plans
+        carry it as their ``target``, so a plan is never applied to another sandbox."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)).fetchone()
+            if row is None:
+                with self._tx() as db:
+                    db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (IDENTITY_KEY, f"sandbox-{uuid.uuid4().hex}"))
+                row = self._db.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)).fetchone()
+            return str(row[0])
 
     def agency_app(self) -> tuple[str, str] | None:
         with self._lock:

@@ -1,25 +1,30 @@
 """drift, import, history: the read-only audits and onboarding.
 
 ``drift`` and ``history`` never write to the platform or create a history; ``import`` writes
-one YAML file, atomically, and never over an existing one without ``--force``.
+one YAML file, atomically, and never over an existing one without ``--force``. ``drift`` can
+also write its HTML page and tell a chat room (``--notify``); a notification that fails is a
+warning and never changes the audit's exit code.
 """
 
 from __future__ import annotations
 
 import sys
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
 
 from ..config import SHOPS_DIR
-from ..drift import audit
+from ..drift import DriftReport, audit
 from ..errors import ReconcilerError
 from ..files import write_atomic
-from ..history import parse_since
+from ..history import format_time, parse_since
+from ..notify import NOTIFY_FORMATS, notify
+from ..notify import where as webhook
 from ..onboard import Target, import_shops, write_import
-from ..render import DRIFT_FORMATS, drift_as, drift_junit, history_json, history_text
+from ..render import DRIFT_FORMATS, drift_as, drift_html, drift_junit, history_json, history_text, labels_of
 from ..shard import Shard
 from ..state import FINISHED
 from ..vocab import CATEGORIES, Category, Exit
@@ -45,11 +50,21 @@ IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
 @click.option("--format", "fmt", type=click.Choice(DRIFT_FORMATS), default="text", show_default=True)
 @click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as JUnit XML to this file (for CI test dashboards).")
+@click.option("--html", "html_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write the report as one self-contained HTML page to this file.")
 @click.option("--ignore", "ignore", multiple=True, type=click.Choice(IGNORABLE),
               help="Leave this category out of the report and the exit code (repeatable).")
+@click.option("--notify", "notify_url", envvar="RECONCILER_NOTIFY_URL", metavar="URL",
+              help="POST a short summary to this webhook (env RECONCILER_NOTIFY_URL); a failure only warns.")
+@click.option("--notify-format", type=click.Choice(NOTIFY_FORMATS), default="json", show_default=True,
+              help="The webhook's message shape: our JSON, or a DingTalk, WeCom, Feishu or Slack robot.")
+@click.option("--notify-on", type=click.Choice(["findings", "always"]), default="findings", show_default=True,
+              help="Notify only when the audit found something (or could not finish), or after every audit.")
+@click.option("--report-url", metavar="URL", help="A link to the full report, for the notification.")
 @click.pass_context
 def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: str, junit_xml: Path | None,
-          ignore: tuple[str, ...]) -> None:
+          html_out: Path | None, ignore: tuple[str, ...], notify_url: str | None, notify_format: str, notify_on: str,
+          report_url: str | None) -> None:
     """Audit the platform against the configuration, read-only.
 
     Reports bindings that differ from the config (and since when, where the history
@@ -68,10 +83,25 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
             if store is not None:
                 store.close()
     report = report.without(ignore)
+    made = format_time(datetime.now(UTC))
+    labels = labels_of(config.shops)
     if junit_xml is not None:
         write_atomic(junit_xml, drift_junit(report))
-    click.echo(drift_as(fmt, report, colour=state(ctx).colour_for(sys.stdout)), nl=False)
+    if html_out is not None:
+        write_atomic(html_out, drift_html(report, labels=labels, generated_at=made))
+    click.echo(drift_as(fmt, report, colour=state(ctx).colour_for(sys.stdout), labels=labels, generated_at=made), nl=False)
+    if notify_url and (notify_on == "always" or report.findings):
+        _notify(report, notify_url, fmt=notify_format, report_url=report_url)
     ctx.exit(report.exit_code)
+
+
+def _notify(report: DriftReport, url: str, *, fmt: str, report_url: str | None) -> None:
+    """Tell the webhook; a failure is a warning on stderr, never an exit code."""
+    why = notify(report, url, fmt=fmt, report_url=report_url)
+    if why:
+        err(f"Warning: could not notify {why}; the audit's result stands")
+    else:
+        err(f"Notified {webhook(url)} ({fmt}).")
 
 
 DEFAULT_IMPORT = f"{SHOPS_DIR}/imported.yaml"

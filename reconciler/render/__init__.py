@@ -1,6 +1,6 @@
 """Pure renderers: plans, apply summaries, drift reports and history entries → text for people,
 JSON for programs (versioned: ``format_version``), Markdown for pull requests and chats,
-JUnit XML for CI dashboards.
+JUnit XML for CI dashboards, one self-contained HTML page for reviewers (``html``, Jinja2).
 
 Renderers never do I/O and never see secrets; the same input renders to the same bytes.
 Every value from users or the platform is escaped for the format it goes into
@@ -16,33 +16,42 @@ from .apply import apply_summary, nothing_to_apply
 from .common import MARKDOWN_BUDGET, code, html, md
 from .drift import drift_json, drift_junit, drift_markdown, drift_summary_line, drift_text
 from .history import history_json, history_text
+from .page import Labels, drift_html, labels_of, plan_html
 from .plan import plan_json, plan_markdown, plan_text, problem_line, summary_line
 
 __all__ = [
-    "DRIFT_FORMATS", "MARKDOWN_BUDGET", "PLAN_FORMATS", "apply_summary", "code", "drift_as", "drift_json", "drift_junit",
-    "drift_markdown", "drift_summary_line", "drift_text", "history_json", "history_text", "html", "md", "nothing_to_apply",
-    "plan_as", "plan_json", "plan_markdown", "plan_text", "problem_line", "summary_line",
+    "DRIFT_FORMATS", "MARKDOWN_BUDGET", "PLAN_FORMATS", "Labels", "apply_summary", "code", "drift_as", "drift_html",
+    "drift_json", "drift_junit", "drift_markdown", "drift_summary_line", "drift_text", "history_json", "history_text", "html",
+    "labels_of", "md", "nothing_to_apply", "plan_as", "plan_html", "plan_json", "plan_markdown", "plan_text", "problem_line",
+    "summary_line",
 ]
 
-PLAN_FORMATS = ("text", "json", "markdown")
-DRIFT_FORMATS = ("text", "json", "markdown", "junit")
+PLAN_FORMATS = ("text", "json", "markdown", "html")
+DRIFT_FORMATS = ("text", "json", "markdown", "junit", "html")
 
 
-def plan_as(fmt: str, plan: Plan, *, colour: bool = False) -> str:
-    """A plan in one of ``PLAN_FORMATS``."""
+def plan_as(fmt: str, plan: Plan, *, colour: bool = False, labels: Labels | None = None,
+            generated_at: str | None = None) -> str:
+    """A plan in one of ``PLAN_FORMATS``. ``labels`` (shop id → labels) and ``generated_at``
+    are for the HTML page (its per-label charts and its date) and ignored by the others."""
     if fmt == "json":
         return plan_json(plan)
     if fmt == "markdown":
         return plan_markdown(plan)
+    if fmt == "html":
+        return plan_html(plan, labels=labels, generated_at=generated_at)
     return plan_text(plan, colour=colour)
 
 
-def drift_as(fmt: str, report: DriftReport, *, colour: bool = False) -> str:
-    """A drift report in one of ``DRIFT_FORMATS``."""
+def drift_as(fmt: str, report: DriftReport, *, colour: bool = False, labels: Labels | None = None,
+             generated_at: str | None = None) -> str:
+    """A drift report in one of ``DRIFT_FORMATS`` (``labels``, ``generated_at``: as ``plan_as``)."""
     if fmt == "json":
         return drift_json(report)
     if fmt == "markdown":
         return drift_markdown(report)
     if fmt == "junit":
         return drift_junit(report)
+    if fmt == "html":
+        return drift_html(report, labels=labels, generated_at=generated_at)
     return drift_text(report, colour=colour)

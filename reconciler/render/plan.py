@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..plan import Change, Plan, Problem
+from ..plan import Change, Plan, Problem, target_label
 from ..vocab import Action, Severity, show
 from .common import MARKDOWN_BUDGET, Budget, code, cut_note, html, md, plural, style
 
@@ -28,6 +28,15 @@ def summary_line(plan: Plan) -> str:
             f" {errors} error(s), {warnings} warning(s).")
 
 
+def provenance(plan: Plan) -> str | None:
+    """A saved plan's origin for people: when, by which version, for which platform; None for a plan only printed."""
+    if plan.created_at is None and plan.target is None:
+        return None
+    return (f"Saved plan made {plan.created_at or '(time not recorded)'}"
+            + (f" by reconciler {plan.tool_version}" if plan.tool_version else "")
+            + f" for {target_label(plan.target)}; checksum {plan.checksum}")
+
+
 def value(change: Change, side: str, erp_names: Mapping[str, str]) -> str:
     """One side of a change for people (``vocab.show``)."""
     return show(change.before if side == "before" else change.after, erp_names)
@@ -38,6 +47,9 @@ def plan_text(plan: Plan, *, colour: bool = False) -> str:
     shop_names = plan.names.shops
     erp_names = plan.names.erps
     by_shop = plan.by_shop()
+    made = provenance(plan)
+    if made:
+        lines += [made, ""]
     if not plan.changes:
         if plan.errors:
             lines.append("No changes can be applied; some shops have errors (see Problems).")
@@ -134,6 +146,10 @@ def plan_markdown(plan: Plan, *, limit: int = MARKDOWN_BUDGET) -> str:
         head.append(f"**No changes.** The platform matches the configuration ({plural(len(plan.shops), 'shop')} planned;"
                     f" {plural(len(errors), 'error')}, {plural(len(warnings), 'warning')}).\n\n")
     head.append(f"Plan checksum `{plan.checksum}`\n\n")
+    if plan.created_at is not None or plan.target is not None:
+        head.append(f"Saved plan made {md(plan.created_at or '(time not recorded)')}"
+                    + (f" by reconciler {md(plan.tool_version)}" if plan.tool_version else "")
+                    + f" for {md(target_label(plan.target))}\n\n")
     budget = Budget(limit)
     budget.add("".join(head))
     left_errors = 0
