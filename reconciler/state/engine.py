@@ -17,6 +17,7 @@ and is never chained (callers raise ``target.fail(explain(e)) from None``).
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -65,6 +66,27 @@ def create_engine(target: Target) -> Engine:
     return sa.create_engine(url, pool_size=8, max_overflow=32, pool_timeout=BUSY_TIMEOUT_S)
 
 
+def _wal(cur: sqlite3.Cursor) -> None:
+    """Switch the file to WAL (a no-op once it is). Turning a rollback-journal file (a new
+    file, a version 1 history) into WAL needs its exclusive lock, and SQLite answers
+    SQLITE_BUSY at once, without the busy handler, while another connection holds any lock
+    on it: several processes opening a new or old store together failed that way ("database
+    is locked" in no time). So retry, with a short growing pause, for up to the busy timeout."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    pause = 0.005
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.fetchall()
+            return
+        except sqlite3.OperationalError as e:
+            low = str(e).lower()
+            if ("locked" not in low and "busy" not in low) or time.monotonic() + pause > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.1)
+
+
 def _sqlite_hooks(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _connect(dbapi_connection: Any, _record: Any) -> None:
@@ -72,7 +94,7 @@ def _sqlite_hooks(engine: Engine) -> None:
         cur = dbapi_connection.cursor()
         try:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
-            cur.execute("PRAGMA journal_mode = WAL")
+            _wal(cur)
             cur.execute("PRAGMA synchronous = FULL")
             cur.execute("PRAGMA foreign_keys = ON")
         finally:

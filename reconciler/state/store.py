@@ -63,25 +63,30 @@ def open_target(target: Target, *, config_dir: Path, create: bool, clock: Clock 
 
 def _sqlite_ready(target: Target, config_dir: Path, *, create: bool) -> bool:
     """Whether to connect: False when the file does not exist and may not be created.
-    Raises when it cannot be: its directory is missing (and is not ``.reconciler/``)."""
+    Raises when it cannot be: its directory is missing (and is not ``.reconciler/``) — for
+    read-only commands too, which would otherwise report an empty history (and no locks,
+    no interrupted shops) for a URL that names a directory that is not there."""
     path = target.path
     assert path is not None
     if path.is_dir():
         raise target.fail(f"{path} is a directory, not a database file")
     if path.exists():
         return True
+    parent = path.parent
+    if parent.is_dir():
+        return create
+    if parent.exists():
+        raise target.fail(f"{parent} is not a directory")
+    if not is_tool_dir(parent, config_dir):
+        raise target.fail(f"directory {parent} does not exist (create it, or correct the URL)")
     if not create:
         return False
-    parent = path.parent
-    if not parent.is_dir():
-        if parent.exists():
-            raise target.fail(f"{parent} is not a directory")
-        if not is_tool_dir(parent, config_dir) or not config_dir.is_dir():
-            raise target.fail(f"directory {parent} does not exist (create it, or correct the URL)")
-        try:
-            parent.mkdir(exist_ok=True)
-        except OSError as e:
-            raise target.fail(f"cannot create directory {parent}: {e.strerror}") from None
+    if not config_dir.is_dir():
+        raise target.fail(f"directory {parent} does not exist (create it, or correct the URL)")
+    try:
+        parent.mkdir(exist_ok=True)
+    except OSError as e:
+        raise target.fail(f"cannot create directory {parent}: {e.strerror}") from None
     return True
 
 
