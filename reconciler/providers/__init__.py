@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import load_document
 from ..errors import ConfigError, Issue
+from ..located import load_document
 from ..model import SandboxSettings, Settings, TopSettings
 from ..platform import SandboxPlatform, World
 from .base import Provider, RetryPolicy
