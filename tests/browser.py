@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import json
 import os
 import select
@@ -56,6 +57,14 @@ def find_chromium() -> str:
     raise BrowserNotFound("Chromium is not installed (Debian: apt-get install chromium)")
 
 
+def _high(fds: tuple[int, int]) -> tuple[int, int]:
+    """The pipe's ends moved above fd 9, so putting them on fds 3 and 4 never overwrites one with the other."""
+    out = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds)
+    for fd in fds:
+        os.close(fd)
+    return out[0], out[1]
+
+
 class Browser:
     """One headless Chromium with one page (a flattened CDP session)."""
 
@@ -75,13 +84,13 @@ class Browser:
         """A fresh Chromium with an empty profile in ``profile``, and its page."""
         exe = find_chromium()
         profile.mkdir(parents=True, exist_ok=True)
-        cmd_r, cmd_w = os.pipe()     # we write commands, Chromium reads them on fd 3
-        ans_r, ans_w = os.pipe()     # Chromium writes on fd 4, we read
+        cmd_r, cmd_w = _high(os.pipe())     # we write commands, Chromium reads them on fd 3
+        ans_r, ans_w = _high(os.pipe())     # Chromium writes on fd 4, we read
         args = [exe, *FLAGS, f"--user-data-dir={profile}", f"--window-size={width},{height}", "about:blank"]
-        # The shell puts our pipe ends on fds 3 and 4, then becomes Chromium.
-        proc = subprocess.Popen(["/bin/sh", "-c", f'exec "$@" 3<&{cmd_r} 4>&{ans_w}', "sh", *args],
-                                pass_fds=(cmd_r, ans_w), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+        # bash (dash takes single-digit fds only) puts our pipe ends on fds 3 and 4, then becomes Chromium.
+        with open(profile / "chromium.log", "wb") as log:
+            proc = subprocess.Popen(["bash", "-c", f'exec "$@" 3<&{cmd_r} 4>&{ans_w}', "bash", *args],
+                                    pass_fds=(cmd_r, ans_w), stdin=subprocess.DEVNULL, stdout=log, stderr=log)
         os.close(cmd_r)
         os.close(ans_w)
         b = cls(proc, cmd_w, ans_r)
