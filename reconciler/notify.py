@@ -14,8 +14,9 @@ A notification is a side channel: it is sent once, with a bounded timeout, and a
 for a warning — it never changes what the audit found or its exit code. The webhook URL
 carries the robot's token, so messages name only its scheme and host.
 
-Shop names are merchant-controlled: in the Markdown shapes they are escaped, so a name
-cannot become a link or a mention.
+Shop names are merchant-controlled: their markup characters (``[ ] ( ) < > * _ ` # | ~ ! @``)
+are sent as their full-width look-alikes, so in no receiver can a name become a link, a
+mention or formatting (chat Markdown dialects differ on backslash escapes; these need none).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ NOTIFY_FORMATS = ("json", "dingtalk", "wecom", "feishu", "slack")
 TIMEOUT_S = 10.0          # per phase (connect, send, answer); a chat robot answers in well under a second
 WORST = 5                 # findings named in the message
 _SEVERITY = {Category.error: 0, Category.broken: 1, Category.drift: 2, Category.unknown_shop: 3, Category.unmanaged: 4}
-_MD = re.compile(r"([\\`*_\[\]()<>#|~!@])")
+_NEUTRAL = str.maketrans("[]()<>*_`#|~!@", "［］（）‹›＊＿＇＃｜～！＠")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
@@ -59,7 +60,7 @@ class Summary:
 
     def counts_line(self) -> str:
         c = self.counts
-        return (f"{c['shops_with_findings']} of {c['shops']} shops with findings: {c['drift']} differ,"
+        return (f"{c['shops_with_findings']} of {c['shops']} shops with findings: {c['drift']} drifted,"
                 f" {c['broken']} cannot work, {c['unmanaged']} unmanaged, {c['unknown_shops']} unknown shops,"
                 f" {c['errors']} errors")
 
@@ -68,11 +69,16 @@ def _plain(text: object) -> str:
     return " ".join(_CONTROL.sub(" ", str(text)).split())
 
 
+def _name(text: str) -> str:
+    """A merchant's shop name, inert in every chat dialect."""
+    return _plain(text).translate(_NEUTRAL)
+
+
 def _line(f: Finding, names: Mapping[str, str | None]) -> str:
     who = f"shop {f.shop}" if f.shop else "the audit"
     name = names.get(f.shop) if f.shop else None
     what = f"{f.scenario.value} " if f.scenario else ""
-    return _plain(f"{who}{f' {name}' if name else ''}: {what}{f.kind}")
+    return _plain(f"{who}{f' {_name(name)}' if name else ''}: {what}{f.kind}")
 
 
 def summarize(report: DriftReport, *, report_url: str | None = None) -> Summary:
@@ -86,14 +92,10 @@ def summarize(report: DriftReport, *, report_url: str | None = None) -> Summary:
 # --------------------------------------------------------------------------- payload shapes
 
 
-def _md(text: str) -> str:
-    return _MD.sub(r"\\\1", text)
-
-
 def _markdown(s: Summary, *, link: Callable[[str, str], str]) -> str:
-    lines = [f"**{_md(s.title())}**", "", _md(s.counts_line())]
+    lines = [f"**{s.title()}**", "", s.counts_line()]
     if s.worst:
-        lines += ["", *(f"- {_md(w)}" for w in s.worst)]
+        lines += ["", *(f"- {w}" for w in s.worst)]
     if s.more:
         lines.append(f"- … and {s.more} more")
     if s.report_url:
@@ -131,8 +133,9 @@ def payload(fmt: str, s: Summary) -> dict[str, Any]:
         return {"text": _slack_escape(s.title()),
                 "blocks": [{"type": "section", "text": {"type": "mrkdwn", "text": body}}]}
     if fmt == "json":
-        return {"format_version": FORMAT_VERSION, "title": s.title(), "status": s.status, "shard": s.shard,
-                "summary": dict(s.counts), "worst": list(s.worst), "more": s.more, "report_url": s.report_url}
+        return {"format_version": FORMAT_VERSION, "title": s.title(), "text": _text(s), "status": s.status,
+                "shard": s.shard, "summary": dict(s.counts), "worst": list(s.worst), "more": s.more,
+                "report_url": s.report_url}
     raise ValueError(f"unknown notification format {fmt!r}")
 
 
