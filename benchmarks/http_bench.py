@@ -40,8 +40,8 @@ from generate import generate
 
 from reconciler.apply import apply_plan, make_plan
 from reconciler.config import load_config
+from reconciler.connect import open_provider, read_world
 from reconciler.platform import SandboxPlatform
-from reconciler.providers import open_provider, read_world
 from reconciler.providers.top import TopProvider
 
 SECRET_ENV = "RECONCILER_APP_SECRET"

@@ -25,9 +25,9 @@ import yaml
 from click.testing import CliRunner, Result
 
 from reconciler.cli import main
+from reconciler.connect import open_sandbox
 from reconciler.model import SandboxSettings, Settings
 from reconciler.platform import SandboxPlatform
-from reconciler.providers import open_sandbox
 from reconciler.sandbox_server import ServerHandle, start_server
 
 PROVIDERS = ("sandbox", "top")

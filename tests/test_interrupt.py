@@ -12,8 +12,8 @@ from conftest import Agency
 from reconciler.apply import apply_plan, make_plan
 from reconciler.cli.common import graceful_interrupt
 from reconciler.config import load_config
+from reconciler.connect import open_provider
 from reconciler.plan import Change
-from reconciler.providers import open_provider
 
 OLD, NEW = "31415926", "21345678"
 ALL = ("intercept_shipment", "modify_address", "order_status")

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from ..config import Config, load_config, load_settings
+from ..connect import open_provider
 from ..errors import ReconcilerError
 from ..model import Settings, TopSettings
-from ..providers import Provider, open_provider
+from ..providers import Provider
 from ..shard import Shard, parse_shard
 
 if TYPE_CHECKING:

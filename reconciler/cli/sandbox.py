@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
+from ..connect import open_sandbox, read_world
 from ..errors import ReconcilerError
-from ..providers import open_sandbox, read_world
 from ..yamlio import dump
 from .common import settings_only
 

@@ -19,29 +19,28 @@ later attempt of the same write is checked the same way before it is reported.
 Secrets never leave this module in clear: every message is masked (``errors.mask``) with
 the app secret and every session key, exceptions from the HTTP library are not chained
 (their text can hold the request URL), and httpx's own request log lines are masked too.
+
+The provider is built from values; ``reconciler.connect`` reads the settings, the secret and
+the session keys for it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import threading
 from collections import Counter
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 from .. import signing
-from ..errors import ConflictError, FatalProviderError, ProviderError, ReconcilerError, mask
-from ..gitutil import committable
-from ..model import DEFAULT_METHODS, SHOP_ID_RE, AppCheck, Binding, Scenario, ShopState, TopSettings
+from ..errors import ConflictError, FatalProviderError, ProviderError, mask
+from ..model import DEFAULT_METHODS, AppCheck, Binding, Scenario, ShopState
 from ..ratelimit import ClientLimiter
 from .base import Provider, RetryPolicy, platform_error, state_from_body
 
@@ -71,7 +70,7 @@ class _MaskLog(logging.Filter):
 
 
 class TopProvider(Provider):
-    """The TOP-protocol HTTP provider. Build it with ``from_settings``."""
+    """The TOP-protocol HTTP provider (``reconciler.connect`` builds it from the settings)."""
 
     name = "top"
 
@@ -110,25 +109,7 @@ class TopProvider(Provider):
         for name in _HTTP_LOGGERS:
             logging.getLogger(name).addFilter(self._log_filter)
 
-    # ------------------------------------------------------------------ construction
-
-    @classmethod
-    def from_settings(cls, settings: TopSettings, *, config_dir: Path, retry: RetryPolicy) -> TopProvider:
-        """The provider the settings describe; the secret and session keys are read here."""
-        # the URL and method names were checked with the settings (model.TopSettings), with file:line
-        by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
-        methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
-        secret = read_secret(settings, config_dir)
-        sessions, source = read_sessions(settings, config_dir)
-        provider = cls(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions, sessions_source=source,
-                       sign_method=settings.sign_method, qps=settings.qps, timeout_s=settings.timeout_s,
-                       parallelism=settings.parallelism, methods=methods, retry=retry)
-        for key, rel, env in (("sessions_file", settings.sessions_file, settings.sessions_env),
-                              ("app_secret_file", settings.app_secret_file, settings.app_secret_env)):
-            if rel and committable(_resolve(config_dir, rel)):
-                provider.warnings.append(f"{_resolve(config_dir, rel)} (provider.{key}) holds secrets and is in a git work tree"
-                                         f" without being ignored: add it to .gitignore, or use ${env} instead")
-        return provider
+    # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
         self._http.close()
@@ -332,72 +313,3 @@ class TopProvider(Provider):
 
 def _flag(value: bool) -> str:
     return "true" if value else "false"
-
-
-# --------------------------------------------------------------------------- secrets
-
-
-def _resolve(config_dir: Path, p: str) -> Path:
-    q = Path(p).expanduser()
-    return q if q.is_absolute() else config_dir / q
-
-
-def read_secret(settings: TopSettings, config_dir: Path) -> str:
-    """The app secret: from ``app_secret_file`` when set, else from the ``app_secret_env`` variable."""
-    if settings.app_secret_file:
-        path = _resolve(config_dir, settings.app_secret_file)
-        try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise ReconcilerError(f"cannot read the app secret from {path} (provider.app_secret_file):"
-                                  f" {getattr(e, 'strerror', None) or type(e).__name__}") from None
-        if not secret:
-            raise ReconcilerError(f"the app secret file {path} (provider.app_secret_file) is empty")
-        return secret
-    secret = os.environ.get(settings.app_secret_env, "").strip()
-    if not secret:
-        raise ReconcilerError(f"the app secret is not set: export {settings.app_secret_env}"
-                              " (provider.app_secret_env) or set provider.app_secret_file")
-    return secret
-
-
-def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, str], str]:
-    """Shop id → session key, from ``sessions_file`` (YAML or JSON) or the ``sessions_env`` variable (JSON)."""
-    if settings.sessions_file:
-        path = _resolve(config_dir, settings.sessions_file)
-        where = str(path)
-        try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except (OSError, UnicodeDecodeError) as e:
-            raise ReconcilerError(f"cannot read the session keys from {where} (provider.sessions_file):"
-                                  f" {getattr(e, 'strerror', None) or type(e).__name__}") from None
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            at = f":{mark.line + 1}:{mark.column + 1}" if mark is not None else ""
-            raise ReconcilerError(f"{where}{at}: not a YAML/JSON mapping of shop id to session key") from None
-    else:
-        where = f"${settings.sessions_env}"
-        raw = os.environ.get(settings.sessions_env)
-        if raw is None:
-            raise ReconcilerError(f"no session keys: set provider.sessions_file, or export {settings.sessions_env}"
-                                  " as a JSON object of shop id to session key (provider.sessions_env)")
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise ReconcilerError(f"{where} is not JSON (line {e.lineno}, column {e.colno});"
-                                  " expected an object of shop id to session key") from None
-    if not isinstance(data, dict):
-        raise ReconcilerError(f"{where}: expected a mapping of shop id to session key")
-    problems: list[str] = []
-    out: dict[str, str] = {}
-    for n, (shop, session) in enumerate(data.items(), start=1):
-        if not isinstance(shop, str) or not SHOP_ID_RE.match(shop):
-            # never echo the key: a file written the wrong way round holds session keys there
-            problems.append(f"entry {n}: the key is not a shop id (a quoted string of digits; the file maps shop id → session key)")
-        elif not isinstance(session, str) or not session.strip():
-            problems.append(f"the session key of shop {shop} must be a non-empty string")
-        else:
-            out[shop] = session.strip()
-    if problems:
-        raise ReconcilerError(f"{where}: " + "; ".join(problems))
-    return out, where
