@@ -1,9 +1,14 @@
-"""End to end on the embedded sandbox: plan, apply, plan again; rotation; exit codes."""
+"""End to end on the embedded sandbox: plan, apply, plan again; rotation; exit codes. And the
+GitHub Actions template (docs/github-actions/reconciler.yml) keeps its hardening rules."""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
+from typing import Any
 
+import yaml
 from conftest import Agency
 
 SHOPS = """\
@@ -69,3 +74,85 @@ def test_plan_with_only_withheld_shops_does_not_claim_a_match(agency: Agency) ->
     r = agency.run("apply", "--auto-approve")
     assert r.exit_code == 1
     assert agency.bindings("100001") == {}
+
+
+# --------------------------------------------------------------------------- the GitHub Actions template
+
+WORKFLOW = Path(__file__).resolve().parent.parent / "docs" / "github-actions" / "reconciler.yml"
+SHA_PIN = re.compile(r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+(?:/[A-Za-z0-9_./-]+)?@[0-9a-f]{40}$")
+SECRET = re.compile(r"\$\{\{\s*secrets\.")
+
+
+def _workflow() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load(WORKFLOW.read_text(encoding="utf-8"))
+    return data
+
+
+def _steps() -> list[tuple[str, dict[str, Any]]]:
+    return [(name, step) for name, job in _workflow()["jobs"].items() for step in job["steps"]]
+
+
+def test_the_workflow_parses_and_names_its_jobs() -> None:
+    wf = _workflow()
+    assert set(wf["jobs"]) == {"plan", "apply", "drift", "drift-report"}
+    assert wf["permissions"] == {"contents": "read"}
+
+
+def test_no_secret_at_workflow_or_job_level() -> None:
+    wf = _workflow()
+    outside_steps = {k: v for k, v in wf.items() if k != "jobs"}
+    assert not SECRET.search(yaml.safe_dump(outside_steps)), "a secret at workflow level reaches every step"
+    for name, job in wf["jobs"].items():
+        assert not SECRET.search(yaml.safe_dump({k: v for k, v in job.items() if k != "steps"})), name
+
+
+def test_secrets_only_in_the_env_of_the_steps_that_need_them() -> None:
+    for job, step in _steps():
+        text = yaml.safe_dump(step)
+        if not SECRET.search(text):
+            continue
+        where = f"{job}: {step.get('name') or step.get('uses')}"
+        assert "uses" not in step, f"{where}: a third-party action is given a secret"
+        assert not SECRET.search(str(step.get("run", ""))), f"{where}: a secret inline in the script (use env)"
+        assert not SECRET.search(yaml.safe_dump(step.get("with", {}))), where
+        run = str(step["run"])
+        assert "pip install" not in run, f"{where}: the install step holds a secret"
+        assert re.search(r"\breconciler (plan|apply|drift|history)\b", run), f"{where}: a secret where none is needed"
+        assert all(SECRET.search(str(v)) is None or k.startswith("RECONCILER_") for k, v in step["env"].items()), where
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_tag_in_a_comment() -> None:
+    uses = [step["uses"] for _, step in _steps() if "uses" in step]
+    assert uses and all(SHA_PIN.match(u) for u in uses), [u for u in uses if not SHA_PIN.match(u)]
+    for line in WORKFLOW.read_text(encoding="utf-8").splitlines():
+        if re.match(r"^\s*-?\s*uses:", line):
+            assert re.search(r"@[0-9a-f]{40} # v\d+(\.\d+)*$", line), line
+
+
+def test_every_job_has_a_time_limit() -> None:
+    for name, job in _workflow()["jobs"].items():
+        assert isinstance(job.get("timeout-minutes"), int) and 0 < job["timeout-minutes"] <= 60, name
+
+
+def test_plan_after_merge_and_apply_of_a_shard_share_one_queue() -> None:
+    jobs = _workflow()["jobs"]
+    plan, apply = jobs["plan"]["concurrency"], jobs["apply"]["concurrency"]
+    assert plan["cancel-in-progress"] is False and apply["cancel-in-progress"] is False
+    on_push = plan["group"].replace("${{ github.event_name == 'push' && 'main' || github.ref }}", "main")
+    assert on_push == apply["group"] == "reconciler-shard-${{ matrix.shard }}-main"
+    runs = _workflow()["concurrency"]    # runs on main queue behind each other; never cancelled
+    assert "github.event_name == 'pull_request'" in str(runs["cancel-in-progress"])
+
+
+def test_the_apply_log_starts_with_show_and_the_junit_action_gets_no_secret() -> None:
+    steps = _workflow()["jobs"]["apply"]["steps"]
+    commands = [str(s["run"]) for s in steps if "run" in s and "reconciler " in str(s["run"])]
+    assert commands[0] == "reconciler show plan-${{ matrix.shard }}.json"
+    assert "reconciler apply --max-age 24h" in commands[1] and "plan-${{ matrix.shard }}.json" in commands[1]
+    show = next(s for s in steps if str(s.get("run", "")).startswith("reconciler show"))
+    assert "env" not in show
+    report = next(s for s in _workflow()["jobs"]["drift-report"]["steps"] if "action-junit-report" in s.get("uses", ""))
+    assert "env" not in report and not SECRET.search(yaml.safe_dump(report)) and "token" not in report.get("with", {})
+    for _, step in _steps():
+        if str(step.get("uses", "")).startswith("actions/checkout@"):
+            assert step["with"]["persist-credentials"] is False
