@@ -6,7 +6,9 @@ retry; a provider implements only the ``_``-prefixed reads and writes.
 The contract a provider implements:
 
 * ``_read(shop_ids)`` returns, for every id asked, a ``ShopState`` or the ``ProviderError``
-  that prevented reading that shop. One shop's failure never fails the others.
+  that prevented reading that shop, in one attempt (a batch query, or one call per shop).
+  One shop's failure never fails the others. ``read`` retries each shop whose error is
+  retryable alone, through ``_read_one(shop_id)``, counting the batch as the first attempt.
 * ``_list_shops()`` returns every shop id the provider can reach.
 * ``_check_app(appkey, scenario)`` answers ``erp.app.check``.
 * ``_bind``, ``_unbind``, ``_set_self_service`` are compare-and-set writes: they change
@@ -14,6 +16,9 @@ The contract a provider implements:
 * Errors are ``ProviderError`` with ``retryable`` (and ``delay`` for rate-limit bans) set
   by the provider; the retry loop here honours them, bounded by ``RetryPolicy``.
 * No message, log line or exception may contain a secret.
+
+``_each(fn, items)`` is how a provider runs many calls: in order by default; one with a
+connection pool (top) runs them at once. The retries of reads go through it too.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from ..model import AppCheck, Binding, Scenario, ShopState
 
 log = logging.getLogger("reconciler.provider")
 T = TypeVar("T")
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -55,7 +61,9 @@ FATAL_CODES = {
 
 
 def platform_error(code: int | None, sub_code: str | None, msg: str, *, ban_seconds: float | None = None) -> ProviderError:
-    """A platform refusal (TOP code/sub_code) as our error type, retryable or not (DOMAIN.md)."""
+    """A platform refusal (TOP code/sub_code) as our error type: a conflict, a rate-limit ban (retryable
+    after its seconds), a refusal of the app itself (fatal), else retryable for ``isp.*`` and
+    service errors, not for the caller's own mistakes (``isv.*``)."""
     sub = sub_code or ""
     text = f"{sub or f'code {code}'}: {msg}"
     if sub == "isv.binding-conflict":
@@ -76,8 +84,7 @@ class Provider(ABC):
     def __init__(self, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
-        self.retried = 0
-        self.warnings: list[str] = []  # for the user (stderr), e.g. secrets where git would commit them
+        self.warnings: list[str] = []  # for the user (stderr), set by who opens it: e.g. secrets git would commit
 
     def call(self, what: str, fn: Callable[[], T], *, failed: ProviderError | None = None) -> T:
         """Run one platform call, retrying what the error says may be retried.
@@ -98,18 +105,36 @@ class Provider(ABC):
                     raise
                 wait = self.retry.delay(attempt, e)
                 attempt += 1
-                self.retried += 1
                 log.info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.retry.retries, wait)
                 self._sleep(wait)
 
     # ------------------------------------------------------------------ public, guarded
 
     def read(self, shop_ids: Sequence[str]) -> dict[str, ShopState | ProviderError]:
+        """Every shop's state, or the error that prevented reading it; a fatal error stops the run."""
         ids = sorted(set(shop_ids))
-        out = self._read(ids)
+        out = dict(self._read(ids))
         missing = [s for s in ids if s not in out]
         if missing:
             raise ProviderError(f"{self.name}: no answer for shops {', '.join(missing[:5])}")
+        again = [(s, e) for s in ids if isinstance(e := out[s], ProviderError) and e.retryable]
+        fatal: list[FatalProviderError] = []
+
+        def retry(item: tuple[str, ProviderError]) -> tuple[str, ShopState | ProviderError]:
+            shop, first = item
+            if fatal:
+                return shop, fatal[0]
+            try:  # the batch was the first attempt: wait, then retry this shop alone
+                return shop, self.call(f"read {shop}", lambda: self._read_one(shop), failed=first)
+            except FatalProviderError as e:
+                fatal.append(e)
+                return shop, e
+            except ProviderError as e:
+                return shop, e
+
+        out.update(self._each(retry, again))
+        if fatal:
+            raise fatal[0]  # one message for the run, instead of the same error for every shop
         return out
 
     def list_shops(self) -> list[str]:
@@ -143,10 +168,17 @@ class Provider(ABC):
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release connections; the default holds none."""
 
+    def _each(self, fn: Callable[[A], T], items: Sequence[A]) -> list[T]:
+        """``fn`` over ``items``, results in order; a provider with a connection pool runs them at once."""
+        return [fn(x) for x in items]
+
     # ------------------------------------------------------------------ what a provider writes
 
     @abstractmethod
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]: ...
+
+    @abstractmethod
+    def _read_one(self, shop_id: str) -> ShopState: ...
 
     @abstractmethod
     def _list_shops(self) -> list[str]: ...

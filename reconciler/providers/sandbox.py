@@ -33,26 +33,11 @@ class SandboxProvider(Provider):
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
         raw = self.platform.get_many(shop_ids)
-        out: dict[str, ShopState | ProviderError] = {}
-        for sid, body in raw.items():
-            if isinstance(body, PlatformError):
-                err = _wrap(body)
-                if err.retryable:
-                    def again(s: str = sid) -> ShopState:
-                        return self._read_one(s)
-                    try:  # the batch read was the first attempt: wait, then retry this shop alone
-                        out[sid] = self.call(f"read {sid}", again, failed=err)
-                    except ProviderError as e:
-                        out[sid] = e
-                else:
-                    out[sid] = err
-            else:
-                out[sid] = state_from_body(body)
-        return out
+        return {sid: _wrap(body) if isinstance(body, PlatformError) else state_from_body(body) for sid, body in raw.items()}
 
-    def _read_one(self, shop: str) -> ShopState:
+    def _read_one(self, shop_id: str) -> ShopState:
         try:
-            return state_from_body(self.platform.get(shop))
+            return state_from_body(self.platform.get(shop_id))
         except PlatformError as e:
             raise _wrap(e) from None
 

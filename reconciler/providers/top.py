@@ -4,8 +4,8 @@ Every call is signed (``signing``) with the agency app's secret and carries the 
 session key; system parameters go in the query, business parameters in a form body.
 Replies become ``ShopState``/``Binding`` values, refusals become our error types through
 ``platform_error`` (retryable or not, with the ban's seconds for rate limits), and the base
-class's ``call`` loop does the retrying. A shared ``ClientLimiter`` keeps the client under
-its QPS and reacts to bans; reads run on a thread pool of ``parallelism``.
+class does the retrying. A shared ``ClientLimiter`` keeps the client under its QPS and
+reacts to bans; reads (and their retries) run on a thread pool of ``parallelism``.
 
 Writes over a network are ambiguous: when the connection dies (or the call times out)
 after the request left, the write may or may not have happened. The compare-and-set makes
@@ -31,10 +31,10 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -50,6 +50,8 @@ log = logging.getLogger("reconciler.provider.top")
 _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
                  "httpcore.socks")
 _BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
+A = TypeVar("A")
+R = TypeVar("R")
 
 
 class _Ambiguous(ProviderError):
@@ -199,32 +201,37 @@ class TopProvider(Provider):
     # ------------------------------------------------------------------ reads
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
-        fatal: list[FatalProviderError] = []  # not one shop's trouble: the shops still queued are skipped
+        """One attempt per shop; the base class retries what may be retried, on ``_each`` too.
+
+        A refusal that concerns the app, or a platform that cannot be reached, is not one
+        shop's trouble: the shops still queued are not sent but answered with that error (a
+        platform that comes back is then read by the retries; one that stays away stops the
+        run after one shop's retries, not after a timeout for every shop)."""
+        stop: list[ProviderError] = []
 
         def one(shop: str) -> tuple[str, ShopState | ProviderError]:
-            if fatal:
-                return shop, fatal[0]
+            if stop:
+                return shop, stop[0]
             try:
-                return shop, self.call(f"read {shop}", lambda: self._get(shop))
-            except FatalProviderError as e:
-                fatal.append(e)
-                return shop, e
+                return shop, self._read_one(shop)
             except ProviderError as e:
+                if isinstance(e, FatalProviderError) or e.unreachable:
+                    stop.append(e)
                 return shop, e
 
-        if self.parallelism <= 1 or len(shop_ids) <= 1:
-            out = {}
-            for s in shop_ids:
-                shop, state = one(s)
-                out[shop] = state
-        else:
-            with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="top-read") as pool:
-                out = dict(pool.map(one, shop_ids))
+        out = dict(self._each(one, shop_ids))
+        fatal = [e for e in stop if isinstance(e, FatalProviderError)]
         if fatal:
             raise fatal[0]  # one message for the run, instead of the same error for every shop
         return out
 
-    def _get(self, shop: str) -> ShopState:
+    def _each(self, fn: Callable[[A], R], items: Sequence[A]) -> list[R]:
+        if self.parallelism <= 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(max_workers=self.parallelism, thread_name_prefix="top-read") as pool:
+            return list(pool.map(fn, items))
+
+    def _read_one(self, shop: str) -> ShopState:
         body = self._request("get", shop, {})
         if str(body.get("shop_id")) != shop:
             raise ProviderError(f"the platform answered for shop {body.get('shop_id')!r} when asked for {shop};"
@@ -237,7 +244,7 @@ class TopProvider(Provider):
     def _peek(self, shop: str) -> ShopState | None:
         """One read without retries, to settle an ambiguous write; None when it fails too."""
         try:
-            return self._get(shop)
+            return self._read_one(shop)
         except ProviderError as e:
             log.info("read %s to settle an interrupted write failed: %s", shop, e)
             return None
