@@ -225,3 +225,15 @@ def test_the_package_ships_its_templates() -> None:
     assert "templates/*" in (root / "pyproject.toml").read_text(encoding="utf-8")
     assert {p.name for p in (root / "reconciler" / "render" / "templates").iterdir()} >= {
         "report.html.j2", "report.css", "report.js"}
+
+
+def test_the_configuration_directory_is_said_once() -> None:
+    where = "/srv/agency/configs/shops"
+    changes = (Change("1", Scenario.intercept_shipment, Action.bind, {"appkey": None}, {"appkey": JUS},
+                      f"config says erp jushuitan, {where}/a.yaml:3", source=f"{where}/a.yaml:3"),
+               Change("2", Scenario.intercept_shipment, Action.bind, {"appkey": None}, {"appkey": JUS},
+                      f"config says erp jushuitan, {where}/b/c.yaml:9", source=f"{where}/b/c.yaml:9"))
+    text = read(plan_html(Plan(changes=changes, shops=("1", "2")))).text
+    assert f"Configuration files are named relative to {where}/" in text
+    assert "config says erp jushuitan, a.yaml:3" in text and "config says erp jushuitan, b/c.yaml:9" in text
+    assert text.count("/srv/agency") == 1

@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from typing import Any
 
@@ -322,6 +323,35 @@ def _drift_view(report: DriftReport, labels: Labels, generated_at: str | None) -
         empty="No shops audited." if not rows else "")
 
 
+# --------------------------------------------------------------------------- shorter paths
+
+
+def _common_dir(sources: Iterable[str | None]) -> str:
+    """The directory every ``file:line`` source lies under (so it is said once), or ""."""
+    dirs = {posixpath.dirname(s.rsplit(":", 1)[0]) for s in sources if s}
+    if not dirs:
+        return ""
+    try:
+        base = posixpath.commonpath(sorted(dirs))
+    except ValueError:  # relative and absolute mixed
+        return ""
+    return base if base not in ("", "/", ".") else ""
+
+
+def _relative(view: _View, base: str) -> _View:
+    """The view with ``base/`` left out of every path it shows (the subtitle says it once)."""
+    if not base:
+        return view
+    cut = base + "/"
+
+    def item(i: Item) -> Item:
+        return replace(i, text=i.text.replace(cut, ""), why=i.why.replace(cut, ""))
+
+    rows = tuple(replace(r, items=tuple(item(i) for i in r.items)) for r in view.rows)
+    return replace(view, rows=rows, notes=tuple(item(i) for i in view.notes),
+                   subtitle=(*view.subtitle, f"Configuration files are named relative to {_t(base)}/"))
+
+
 # --------------------------------------------------------------------------- the page
 
 
@@ -349,9 +379,11 @@ def _page(view: _View) -> str:
 
 def plan_html(plan: Plan, *, labels: Labels | None = None, generated_at: str | None = None) -> str:
     """The plan as one self-contained HTML page."""
-    return _page(_plan_view(plan, labels or {}, generated_at))
+    view = _plan_view(plan, labels or {}, generated_at)
+    return _page(_relative(view, _common_dir(c.source for c in plan.changes)))
 
 
 def drift_html(report: DriftReport, *, labels: Labels | None = None, generated_at: str | None = None) -> str:
     """The drift report as one self-contained HTML page."""
-    return _page(_drift_view(report, labels or {}, generated_at))
+    view = _drift_view(report, labels or {}, generated_at)
+    return _page(_relative(view, _common_dir(f.source for f in report.findings)))
