@@ -47,7 +47,7 @@ log = logging.getLogger("reconciler.sandbox_server")
 GATEWAY_PATH = "/router/rest"
 STATS_PATH = "/stats"
 
-# Logical name → method name the gateway answers (PLATFORM-API.md); the client's defaults.
+# Logical name → method name the gateway answers; the client's defaults (the README lists the methods).
 METHODS: dict[str, str] = DEFAULT_METHODS
 _SESSIONLESS = {METHODS["check"]}
 SYSTEM_PARAMS = frozenset({"method", "app_key", "session", "timestamp", "v", "format", "sign_method", "sign",
@@ -428,7 +428,9 @@ class _QuietDrops(logging.Filter):
         return not str(record.msg).startswith("application returned too few bytes")
 
 
-logging.getLogger("waitress").addFilter(_QuietDrops())
+# One filter, added to waitress's logger when a server is built (adding it again is a no-op),
+# so importing this module leaves the logging configuration alone.
+_QUIET_DROPS = _QuietDrops()
 
 
 # --------------------------------------------------------------------------- running it
@@ -441,6 +443,7 @@ class ServerHandle:
                  close_platform: bool = False) -> None:
         self.gateway = gateway
         self._close_platform = close_platform
+        logging.getLogger("waitress").addFilter(_QUIET_DROPS)
         self._server: Any = create_server(gateway, host=host, port=port, threads=threads, ident="reconciler-sandbox",
                                           asyncore_use_poll=True, connection_limit=max(100, threads * 4),
                                           max_request_body_size=1 << 20, expose_tracebacks=False)

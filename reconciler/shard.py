@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 _SPEC = re.compile(r"^\s*([0-9]+)\s*/\s*([0-9]+)\s*$")
@@ -35,10 +34,6 @@ class Shard:
 
     def holds(self, shop_id: str) -> bool:
         return shard_of(shop_id, self.count) == self.index
-
-    def select(self, shop_ids: Iterable[str]) -> list[str]:
-        """The ids of this shard, in their given order."""
-        return [s for s in shop_ids if self.holds(s)]
 
 
 def shard_of(shop_id: str, count: int) -> int:

@@ -1,17 +1,22 @@
 """From settings to a provider: the sessions file read like every file of ours (located errors,
-no secret shown)."""
+no secret shown), and the log filters the providers and the sandbox server install once."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
 
 from reconciler.errors import ConfigError, ReconcilerError
 from reconciler.model import TopSettings
+from reconciler.platform import SandboxPlatform, World
+from reconciler.providers.top import TopProvider
+from reconciler.sandbox_server import start_server
 from reconciler.secrets import read_sessions
 
 SESSION_A, SESSION_B = "SESSKEY-7f3a-100001", "SESSKEY-91bc-100002"
+HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.http11")
 
 
 def sessions_from(tmp_path: Path, text: str, name: str = "sessions.yaml") -> dict[str, str]:
@@ -71,3 +76,43 @@ def test_an_unreadable_sessions_file(tmp_path: Path) -> None:
         read_sessions(settings, tmp_path)
     assert str(info.value) == (f"cannot read the session keys from {tmp_path / 'none.yaml'} (provider.sessions_file):"
                                " No such file or directory")
+
+
+# --------------------------------------------------------------------------- log filters, installed once
+
+
+def mask_filters() -> list[int]:
+    return [sum(type(f).__name__ == "_MaskLog" for f in logging.getLogger(name).filters) for name in HTTP_LOGGERS]
+
+
+def test_open_providers_share_one_mask_filter_and_close_removes_it() -> None:
+    before = mask_filters()  # [0, 0, 0] unless another test left a provider open
+    assert max(before) <= 1
+    providers = [TopProvider(url="http://127.0.0.1:1/router/rest", app_key="30000001", secret=f"secret-{i}",
+                             sessions={"100001": f"session-{i}"}) for i in range(5)]
+    try:
+        assert mask_filters() == [1, 1, 1]
+        record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "%s %s %s", ("secret-0", "session-4", "x"), None)
+        assert all(f.filter(record) for f in logging.getLogger("httpx").filters)
+        assert record.getMessage() == "*** *** x"  # every open provider's secrets
+        providers.pop().close()
+        record = logging.LogRecord("httpx", logging.INFO, __file__, 1, "session-4 session-3", None, None)
+        assert all(f.filter(record) for f in logging.getLogger("httpx").filters)
+        assert record.getMessage() == "session-4 ***"  # a closed provider's secrets are withdrawn
+    finally:
+        for p in providers:
+            p.close()
+    assert mask_filters() == before
+
+
+def test_sandbox_servers_add_one_quiet_filter(tmp_path: Path) -> None:
+    platform = SandboxPlatform(tmp_path / "sandbox.db")
+    platform.load_world(World.model_validate({"app": {"app_key": "30000001", "app_secret": "s"}}))
+    handles = [start_server(platform)[1] for _ in range(3)]
+    try:
+        quiet = [f for f in logging.getLogger("waitress").filters if type(f).__name__ == "_QuietDrops"]
+        assert len(quiet) == 1
+    finally:
+        for h in handles:
+            h.stop()
+        platform.close()

@@ -1,4 +1,4 @@
-"""The real platform over HTTP: a TOP-protocol client for the binding methods (PLATFORM-API.md).
+"""The real platform over HTTP: a TOP-protocol client for the binding methods (the README lists them).
 
 Every call is signed (``signing``) with the agency app's secret and carries the shop's
 session key; system parameters go in the query, business parameters in a form body.
@@ -18,7 +18,8 @@ later attempt of the same write is checked the same way before it is reported.
 
 Secrets never leave this module in clear: every message is masked (``errors.mask``) with
 the app secret and every session key, exceptions from the HTTP library are not chained
-(their text can hold the request URL), and httpx's own request log lines are masked too.
+(their text can hold the request URL), and httpx's own request log lines are masked too,
+by one filter that holds the secrets of every open provider.
 
 The provider is built from values; ``reconciler.connect`` reads the settings, the secret and
 the session keys for it.
@@ -31,7 +32,7 @@ import logging
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -59,16 +60,44 @@ class _Ambiguous(ProviderError):
 
 
 class _MaskLog(logging.Filter):
-    """Masks secrets in the records of the HTTP libraries (httpx logs every request URL)."""
+    """Masks secrets in the records of the HTTP libraries (httpx logs every request URL).
 
-    def __init__(self, secrets: list[str]) -> None:
+    One instance serves every provider: each registers its secrets when it opens and
+    withdraws them when it closes. The filter is on the HTTP loggers while any provider is
+    open (added once however many are), and off them after the last one closes."""
+
+    def __init__(self) -> None:
         super().__init__()
-        self.secrets = secrets
+        self._lock = threading.Lock()
+        self._owners: dict[int, tuple[str, ...]] = {}  # by id(): the filter keeps no provider alive
+        self._secrets: tuple[str, ...] = ()
+
+    def register(self, owner: object, secrets: Iterable[str]) -> None:
+        with self._lock:
+            self._owners[id(owner)] = tuple(secrets)
+            self._update()
+
+    def withdraw(self, owner: object) -> None:
+        with self._lock:
+            self._owners.pop(id(owner), None)
+            self._update()
+
+    def _update(self) -> None:
+        everyone = {s for secrets in self._owners.values() for s in secrets} - {""}
+        self._secrets = tuple(sorted(everyone, key=len, reverse=True))
+        for name in _HTTP_LOGGERS:
+            if self._owners:
+                logging.getLogger(name).addFilter(self)  # a no-op when it is there already
+            else:
+                logging.getLogger(name).removeFilter(self)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = mask(record.getMessage(), self.secrets, limit=2000)
+        record.msg = mask(record.getMessage(), self._secrets, limit=2000)
         record.args = None
         return True
+
+
+_MASK_LOG = _MaskLog()
 
 
 class TopProvider(Provider):
@@ -107,16 +136,13 @@ class TopProvider(Provider):
             headers={"User-Agent": "reconciler-top"},
             follow_redirects=False,
         )
-        self._log_filter = _MaskLog(self._secrets)
-        for name in _HTTP_LOGGERS:
-            logging.getLogger(name).addFilter(self._log_filter)
+        _MASK_LOG.register(self, self._secrets)
 
     # ------------------------------------------------------------------ lifetime
 
     def close(self) -> None:
         self._http.close()
-        for name in _HTTP_LOGGERS:
-            logging.getLogger(name).removeFilter(self._log_filter)
+        _MASK_LOG.withdraw(self)
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Requests sent and answered per method, and errors by code/kind (benchmarks, tests)."""
