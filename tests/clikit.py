@@ -70,14 +70,18 @@ class Proc:
     """A ``reconciler`` process whose output goes to files (no pipe can fill up and block it)."""
 
     def __init__(self, config_dir: Path, *args: str, env: Mapping[str, str] | None = None, logs: Path,
-                 name: str) -> None:
+                 name: str, host: str | None = None) -> None:
+        """``host``: run as if on another machine (``socket.gethostname()`` answers it)."""
         logs.mkdir(parents=True, exist_ok=True)
         self.name = name
         self._out_path = logs / f"{name}.out"
         self._err_path = logs / f"{name}.err"
         self.args = args
+        cmd = command() if host is None else [
+            sys.executable, "-c", f"import socket; socket.gethostname = lambda: {host!r}; from reconciler.cli import main;"
+                                  " main(prog_name='reconciler')"]
         with self._out_path.open("wb") as out, self._err_path.open("wb") as err:
-            self.popen = subprocess.Popen([*command(), "-C", str(config_dir), *args], stdin=subprocess.DEVNULL, stdout=out,
+            self.popen = subprocess.Popen([*cmd, "-C", str(config_dir), *args], stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=err, env=cli_env(env))
         self.started = time.monotonic()
 

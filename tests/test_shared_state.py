@@ -121,14 +121,19 @@ def test_bad_state_urls_from_the_environment_are_one_line_and_exit_1(tmp_path: P
     agency.shops('shops:\n  - id: "100001"\n    erp: jushuitan\n    scenarios: {order_status: {}}\n')
     agency.world({"100001": {"bindings": {}}})
     real_password = urlsplit(pg_url).password or ""
-    procs = {(name, cmd): Proc(agency.dir, *cmd.split(), env={"RECONCILER_STATE_URL": url}, logs=tmp_path / "logs",
-                               name=f"{name}-{cmd.split()[0]}")
-             for name, (url, _) in _bad_urls(tmp_path, pg_url).items() for cmd in ("apply --auto-approve", "history")}
-    says = {name: why for name, (_, why) in _bad_urls(tmp_path, pg_url).items()}
-    for (name, cmd), p in procs.items():  # real processes, started together
+    bad = _bad_urls(tmp_path, pg_url)
+    # the password's case in real processes (their stderr as a user sees it), started together
+    procs = {cmd: Proc(agency.dir, *cmd.split(), env={"RECONCILER_STATE_URL": bad["wrong-password"][0]},
+                       logs=tmp_path / "logs", name=cmd.split()[0]) for cmd in ("apply --auto-approve", "history")}
+    for name, (url, why) in bad.items():
+        for cmd in (["apply", "--auto-approve"], ["history"]):
+            r = agency.run(*cmd, env={"RECONCILER_STATE_URL": url})
+            assert r.exit_code == 1, f"{name} {cmd}: {r.output}"
+            _one_clear_line(r.stdout, r.stderr, why, PASSWORD, real_password)
+    for cmd, p in procs.items():
         done = p.finish()
-        assert done.code == 1, f"{name} {cmd}: {done.text}"
-        _one_clear_line(done.out, done.err, says[name], PASSWORD, real_password)
+        assert done.code == 1, f"{cmd}: {done.text}"
+        _one_clear_line(done.out, done.err, bad["wrong-password"][1], PASSWORD, real_password)
     assert agency.bindings("100001") == {}, "nothing was applied"
     assert not (tmp_path / "no-such-dir").exists()
 
