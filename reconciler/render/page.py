@@ -43,6 +43,8 @@ MAX_BARS = 12        # a chart shows the largest groups; the rest is one "other"
 NO_ERP = "(no ERP: a setting)"
 ACTION_ORDER = tuple(Action)
 CATEGORY_ORDER = (Category.drift, Category.broken, Category.unmanaged, Category.error)
+_SAID = {Category.drift: "drifted", Category.broken: "cannot work", Category.unmanaged: "unmanaged",
+         Category.unknown_shop: "unknown shops", Category.error: "errors"}
 
 
 def labels_of(shops: Iterable[DesiredShop]) -> dict[str, dict[str, str]]:
@@ -312,7 +314,7 @@ def _drift_view(report: DriftReport, labels: Labels, generated_at: str | None) -
     counts = report.counts()
     totals = (("shops", "shops audited", len(report.shops)),
               ("with_findings", "shops with findings", sum(1 for fs in per.values() if fs)),
-              *((c.value, c.value, counts[c]) for c in (*CATEGORY_ORDER[:3], Category.unknown_shop, Category.error)))
+              *((c.value, _SAID[c], counts[c]) for c in (*CATEGORY_ORDER[:3], Category.unknown_shop, Category.error)))
     sub = [f"Drift audit{f' of shard {report.shard}' if report.shard else ''}" + (f" made {generated_at}" if generated_at else "")]
     return _View(
         kind="drift", title="reconciler drift", status=report.status, subtitle=tuple(sub), totals=totals,
