@@ -11,7 +11,7 @@ against the staging gateway, or against one sandbox, is never applied to another
   moves keeps its plans.
 
 A target is a flat mapping of strings; two targets are the same platform when they are equal
-(``plan.check_target``; ``plan.target_label`` says one for people).
+(``saved.check_target``; ``saved.target_label`` says one for people).
 """
 
 from __future__ import annotations
