@@ -32,9 +32,9 @@ from typing import TYPE_CHECKING, NoReturn
 from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
 from .model import Desired, Scenario, ShopState
-from .plan import Change, Plan, check_target
+from .plan import Change, Plan
 from .providers.base import Provider
-from .saved import verify_against
+from .saved import check_target, verify_against
 from .vocab import WRITTEN, Action, Exit, Outcome
 
 if TYPE_CHECKING:

@@ -11,7 +11,11 @@ checksum is unkeyed (it catches damage, not a forger). So ``apply PLANFILE``:
 * with ``RECONCILER_PLAN_KEY`` set, requires a keyed signature (HMAC-SHA256 over the
   checksum, which covers the whole body) that ``plan --out`` adds under the same key.
 
-Pure: no I/O; the CLI reads the key from the environment.
+Reading a saved plan (``plan_from_data``: strict models, the checksum, re-serialisation)
+and deciding whether it may be applied to this platform (``check_target``: the platform it
+was made for, its age) live here too.
+
+Pure: no I/O; the CLI reads the file and the key from the environment.
 """
 
 from __future__ import annotations
@@ -20,12 +24,15 @@ import hashlib
 import hmac
 import json
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from .errors import StalePlan, UnsafePlan
-from .model import Desired, DesiredShop
-from .plan import Change, Plan
-from .vocab import DISRUPTIVE, Action, show
+from .model import Desired, DesiredShop, Scenario
+from .plan import FORMAT_VERSION, Change, Names, Plan, Problem, checksum
+from .vocab import DISRUPTIVE, Action, ProblemKind, Severity, show
 
 KEY_ENV = "RECONCILER_PLAN_KEY"
 MIN_KEY_CHARS = 16
@@ -112,3 +119,150 @@ def verify_against(plan: Plan, desired: Desired, *, force: bool) -> None:
     if total >= safety.min_managed and basis and disruptive / basis > safety.max_change_share:
         raise UnsafePlan(f"refusing to apply: plan would rotate or unbind {disruptive} of {basis} managed bindings"
                          f" ({disruptive / basis:.0%}, over the {safety.max_change_share:.0%} safety threshold); use --force")
+
+
+# --------------------------------------------------------------------------- saved plans
+
+_F = ConfigDict(extra="allow", strict=True)
+
+
+class _SavedChange(BaseModel):
+    model_config = _F
+    shop: str
+    scenario: Scenario
+    action: Action
+    before: dict[str, Any]
+    after: dict[str, Any]
+    reason: str = ""
+    source: str | None = None
+    revision: int | None = None
+
+
+class _SavedProblem(BaseModel):
+    model_config = _F
+    shop: str | None
+    scenario: Scenario | None
+    severity: Severity
+    kind: ProblemKind
+    message: str
+
+
+class _SavedNames(BaseModel):
+    model_config = _F
+    erps: dict[str, str] = {}
+    shops: dict[str, str] = {}
+
+
+class _SavedPlan(BaseModel):
+    model_config = _F
+    format_version: int
+    changes: list[_SavedChange]
+    problems: list[_SavedProblem]
+    summary: dict[str, int]
+    managed: int
+    force: bool
+    shops: list[str]
+    names: _SavedNames | None = None
+    created_at: str | None = None    # absent in plans saved before plans carried their provenance
+    tool_version: str | None = None
+    target: dict[str, str] | None = None
+    checksum: str
+    signature: str | None = None
+
+
+def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
+    """A saved plan, verified: its checksum must match its content exactly."""
+    if not isinstance(data, dict):
+        raise StalePlan(f"{where}: not a saved plan (expected a JSON object)")
+    if data.get("format_version") != FORMAT_VERSION:
+        raise StalePlan(f"{where}: format_version {data.get('format_version')!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        saved = _SavedPlan.model_validate(data, strict=False)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        raise StalePlan(f"{where}: not a valid saved plan: {loc}: {first['msg']}") from None
+    body = {k: v for k, v in data.items() if k not in ("checksum", "signature")}
+    if checksum(body) != saved.checksum:
+        raise StalePlan(f"{where}: the file was altered after it was written (checksum mismatch); make a new plan")
+    changes = tuple(
+        Change(shop=c.shop, scenario=c.scenario, action=c.action, before=c.before, after=c.after,
+               reason=c.reason, source=c.source, revision=c.revision)
+        for c in saved.changes
+    )
+    problems = tuple(Problem(p.shop, p.scenario, p.severity, p.kind, p.message) for p in saved.problems)
+    names = Names(erps=saved.names.erps, shops=dict(saved.names.shops)) if saved.names else Names()
+    plan = Plan(changes=changes, problems=problems, managed=saved.managed, force=saved.force,
+                shops=tuple(saved.shops), names=names, created_at=saved.created_at, tool_version=saved.tool_version,
+                target=saved.target)
+    if plan.checksum != saved.checksum:  # fields this version does not know would not be applied exactly
+        raise StalePlan(f"{where}: the plan is not what this version of reconciler writes (a summary that does not"
+                        " count its changes, names it would not show, or fields it does not know); make a new plan")
+    return plan
+
+
+# --------------------------------------------------------------------------- the target
+
+
+def target_label(target: Mapping[str, str] | None) -> str:
+    """A target for people: ``top https://gw.example/router/rest (app key 30000001)``, ``sandbox sandbox-1f2e…``."""
+    if not target:
+        return "no recorded platform"
+    kind = target.get("kind")
+    if kind == "top":
+        return f"top {target.get('url', '?')} (app key {target.get('app_key', '?')})"
+    if kind == "sandbox":
+        return f"sandbox {target.get('id', '?')}"
+    return ", ".join(f"{k}={v}" for k, v in sorted(target.items()))
+
+
+def made_at(plan: Plan) -> datetime | None:
+    """When a saved plan was made (None when it does not say, or says it unreadably)."""
+    if plan.created_at is None:
+        return None
+    try:
+        t = datetime.fromisoformat(plan.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def say_age(age: timedelta) -> str:
+    """``3d 4h``, ``25h 3m``, ``24h``, ``12m 5s``: the two largest units, a zero second one left out."""
+    s = max(int(age.total_seconds()), 0)
+    d, h, m = s // 86_400, s % 86_400 // 3600, s % 3600 // 60
+    if d >= 2:
+        big, small = f"{d}d", f"{h}h" if h else ""
+    elif s >= 3600:
+        big, small = f"{d * 24 + h}h", f"{m}m" if m else ""
+    elif m:
+        big, small = f"{m}m", f"{s % 60}s" if s % 60 else ""
+    else:
+        big, small = f"{s}s", ""
+    return f"{big} {small}".strip()
+
+
+def check_target(plan: Plan, target: Mapping[str, str], *, max_age: timedelta | None = None,
+                 now: datetime | None = None) -> None:
+    """A saved plan may be applied here: it was made for ``target`` (and, with ``max_age``, no
+    longer than that before ``now``, the caller's clock). Raises StalePlan saying why not.
+
+    A plan saved before plans carried their target cannot show which platform it was
+    reviewed against, so it is refused too: make a new plan."""
+    if plan.target is None:
+        raise StalePlan("the saved plan was made before plans carried their target (by an earlier reconciler),"
+                        " so which platform it was reviewed against is unknown; make a new plan")
+    if dict(plan.target) != dict(target):
+        raise StalePlan(f"the saved plan was made for {target_label(plan.target)}, not for {target_label(target)}"
+                        " (the platform this configuration names); nothing was applied. Make a new plan against this platform")
+    if max_age is None:
+        return
+    made = made_at(plan)
+    if made is None:
+        raise StalePlan(f"the saved plan does not say when it was made (created_at {plan.created_at!r}); make a new plan")
+    if now is None:
+        raise ValueError("check_target: max_age needs now (the caller's clock)")
+    age = now - made
+    if age > max_age:
+        raise StalePlan(f"the saved plan is {say_age(age)} old (made {plan.created_at}), older than --max-age"
+                        f" {say_age(max_age)}; make a new plan")

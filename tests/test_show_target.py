@@ -20,8 +20,9 @@ from reconciler import __version__
 from reconciler.cli import main
 from reconciler.errors import StalePlan
 from reconciler.model import Scenario
-from reconciler.plan import Change, Plan, check_target, checksum, say_age
+from reconciler.plan import Change, Plan, checksum
 from reconciler.platform import SandboxPlatform, World
+from reconciler.saved import check_target, say_age
 from reconciler.target import gateway_url
 from reconciler.vocab import Action
 

@@ -22,10 +22,10 @@ from ..files import read_regular, write_atomic
 from ..gitutil import git_info
 from ..history import default_actor, format_time
 from ..model import Desired, Settings
-from ..plan import Plan, plan_from_data
+from ..plan import Plan
 from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
 from ..run import ApplyRun, RunOptions
-from ..saved import check_signature, plan_key
+from ..saved import check_signature, plan_from_data, plan_key
 from ..saved import to_json as saved_json
 from ..shard import Shard
 from ..target import target_of

@@ -33,7 +33,8 @@ from markupsafe import Markup
 
 from ..drift import DriftReport, Finding
 from ..model import DesiredShop
-from ..plan import Change, Plan, Problem, target_label
+from ..plan import Change, Plan, Problem
+from ..saved import target_label
 from ..vocab import Action, Category, Severity, show
 from .common import CONTROL, plural
 
