@@ -135,7 +135,7 @@ def run(a: argparse.Namespace, root: Path, deadline: float, servers: list[subpro
         try:
             s0 = stats(url)
             t = time.perf_counter()
-            plan = make_plan(config, provider)
+            plan = make_plan(config.desired(), provider)
             rows.append((f"plan ({len(config.shops):,} shops read)", 0, time.perf_counter() - t))
             s1 = stats(url)
             t = time.perf_counter()
@@ -143,7 +143,7 @@ def run(a: argparse.Namespace, root: Path, deadline: float, servers: list[subpro
             rows.append((f"apply ({len(plan.changes):,} binds)", 0, time.perf_counter() - t))
             s2 = stats(url)
             t = time.perf_counter()
-            again = make_plan(config, provider)
+            again = make_plan(config.desired(), provider)
             rows.append(("plan again (expects no changes)", 0, time.perf_counter() - t))
             s3 = stats(url)
             client = provider.counters()

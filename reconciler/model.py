@@ -153,7 +153,7 @@ class SandboxSettings(BaseModel):
 
 SignMethod = Literal["md5", "hmac", "hmac-sha256"]
 
-# Logical operation → the method name the platform answers by default (PLATFORM-API.md).
+# Logical operation → the method name the platform answers by default (the README: "The real platform over HTTP").
 DEFAULT_METHODS: dict[str, str] = {
     "get": "erp.binding.get",
     "bind": "erp.binding.bind",

@@ -2,7 +2,7 @@
 
 State lives in SQLite (one file), so a sandbox survives between commands and can be
 served over HTTP (``sandbox_server``) to several clients at once. The emulator enforces
-the platform's rules from DOMAIN.md: unknown appkeys and scenarios the ERP has not
+the platform's rules: unknown appkeys and scenarios the ERP has not
 integrated refuse a bind; ``virtualAppKey`` only on ``modify_address``; operators without
 the customer-service permission are refused; every write is a compare-and-set against the
 expected current value and bumps a revision; injected faults make chosen calls fail.
@@ -29,7 +29,7 @@ IDENTITY_KEY = "sandbox_id"  # meta: the identity saved plans are bound to
 
 Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
 
-# sub_code → TOP error code (DOMAIN.md, PLATFORM-API.md)
+# sub_code → TOP error code (as the real gateway answers them; the README lists them)
 SUB_CODES: dict[str, int] = {
     "isv.appkey-not-found": 15,
     "isv.scenario-not-integrated": 15,

@@ -1,6 +1,6 @@
 """TOP request signing, timestamps and envelope keys, shared by the HTTP provider and the sandbox server.
 
-The rule (DOMAIN.md): take every parameter except ``sign`` and the empty ones, sort the
+The TOP rule: take every parameter except ``sign`` and the empty ones, sort the
 keys by byte order, concatenate ``key + value`` with no separator, then
 
 * ``md5``: MD5(secret + s + secret)

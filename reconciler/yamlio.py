@@ -86,7 +86,7 @@ def path_str(path: PathT) -> str:
 
 @contextmanager
 def paused_gc() -> Iterator[None]:
-    """The cyclic GC costs 2-6x while building big trees of small objects (PERF-NOTES)."""
+    """The cyclic GC costs 2-6x while building big trees of small objects (measured; see the README's Benchmarks)."""
     was = gc.isenabled()
     gc.disable()
     try:

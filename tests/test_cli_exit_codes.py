@@ -1,4 +1,4 @@
-"""Every exit code of CONTRACT.md's table for validate, plan, apply and sandbox load/dump.
+"""Every exit code of the README's command table for validate, plan, apply and sandbox load/dump.
 
 | command  | exit codes |
 |----------|------------|

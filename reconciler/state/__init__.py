@@ -1,7 +1,7 @@
 """The shared state store: history, run locks and the apply journal in one database.
 
 One store per config dir (or per team: PostgreSQL), so every CI runner, shard and person
-sees the same trail and the same locks (CONTRACT "Shared state"). This package's import is
+sees the same trail and the same locks (docs/workflows.md, "The shared state"). This package's import is
 cheap: SQLAlchemy and the drivers load only in ``open_store``, so commands that need no
 state (plan, validate, render) do not pay for them.
 

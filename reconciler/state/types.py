@@ -16,7 +16,7 @@ from typing import Any
 from ..errors import ReconcilerError
 from ..history import format_time
 
-# The run statuses of ``Store.runs`` (CONTRACT "Shared state": history JSON ``runs``).
+# The run statuses of ``Store.runs`` (history JSON ``runs``; docs/workflows.md).
 FINISHED = "finished"
 INTERRUPTED = "interrupted"
 RUNNING = "running"

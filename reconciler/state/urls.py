@@ -1,7 +1,7 @@
 """Where the state store lives: resolving its URL from the settings, parsing it, masking it.
 
 Pure (no SQLAlchemy, no connection), so ``plan``/``validate`` and the error paths pay nothing
-for it. Resolution order (CONTRACT "Shared state"): env ``RECONCILER_STATE_URL`` >
+for it. Resolution order (docs/workflows.md, "The shared state"): env ``RECONCILER_STATE_URL`` >
 ``state.url`` > a legacy ``history.path`` (that SQLite file becomes the store; its history
 is upgraded in place) > the default ``sqlite:///.reconciler/state.db``.
 
