@@ -1,4 +1,5 @@
-"""TOP signing: the published TOP test vectors (secret "secret", bar=2 foo=1 foo_bar=3 foobar=4), the canonical string, timestamps and their window."""
+"""TOP signing: the published TOP test vectors (secret "secret", bar=2 foo=1 foo_bar=3 foobar=4),
+the canonical string, timestamps and their window."""
 
 from __future__ import annotations
 
