@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from conftest import Agency
+
 from reconciler.plan import checksum
 
 JUS, WDT, INH = "21345678", "12345679", "31415926"
