@@ -42,6 +42,7 @@ from statekit import V1_SCHEMA
 
 from reconciler.platform import SandboxPlatform
 from reconciler.state import DEFAULT_URL, open_store
+from reconciler.state.schema import CURRENT
 
 IDS = shop_ids(3)  # 100001..100003, all three scenarios rotating OLD → NEW
 
@@ -206,7 +207,7 @@ def test_the_previous_versions_history_is_kept_and_extended(agency: Agency, wher
     assert not (agency.dir / ".reconciler" / "state.db").exists(), "the old file is the store, upgraded in place"
     con = sqlite3.connect(agency.dir / rel)
     try:
-        assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+        assert con.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT,)]
         assert con.execute("SELECT count(*) FROM runs").fetchone() == (3,)
     finally:
         con.close()
@@ -304,4 +305,4 @@ def test_opening_a_store_waits_for_a_process_writing_the_old_history(tmp_path: P
     writer.close()
     opener.join(timeout=60)
     assert alive, f"opening did not wait for the writer: {result}"
-    assert result == [(2, ["old-alice", "old-bob", "older"])]
+    assert result == [(CURRENT, ["old-alice", "old-bob", "older"])]

@@ -22,6 +22,7 @@ from statekit import HOST, V1_SCHEMA, FakeClock, dead_pid, engine_for, opened, s
 from reconciler.history import format_time
 from reconciler.model import HistorySettings, Settings, StateSettings
 from reconciler.state import DEFAULT_URL, StateError, Store, display_url, open_store, resolve_url
+from reconciler.state.schema import CURRENT
 from reconciler.vocab import Outcome
 
 
@@ -82,7 +83,7 @@ def test_default_store_is_created_under_dot_reconciler(tmp_path: Path) -> None:
     assert open_store(DEFAULT_URL, config_dir=tmp_path, create=False) is None
     assert not (tmp_path / ".reconciler").exists(), "read-only commands create nothing"
     with opened(DEFAULT_URL, tmp_path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == CURRENT
     assert (tmp_path / ".reconciler" / "state.db").is_file()
 
 
@@ -167,7 +168,7 @@ def test_password_from_the_environment(pg_url: str, tmp_path: Path) -> None:
     with pytest.raises(StateError, match="password"):
         open_store(bare, config_dir=tmp_path, environ={})
     with opened(bare, tmp_path, environ={"RECONCILER_STATE_PASSWORD": parts.password or ""}) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == CURRENT
 
 
 # ---------------------------------------------------------------------- schema versions
@@ -197,7 +198,7 @@ def _make_v1(url: str, *, very_old: bool = False) -> None:
 def test_a_version_1_history_is_upgraded_in_place(state_url: str, tmp_path: Path, very_old: bool) -> None:
     _make_v1(state_url, very_old=very_old)
     with opened(state_url, tmp_path) as s:
-        assert s.schema_version() == 2
+        assert s.schema_version() == CURRENT
         [e] = s.entries()
         assert (e.run, e.actor, e.shop, e.after, e.outcome) == (1, "old", "100001", {"appkey": "21345678"}, "applied")
         assert s.last_written(["100001"])[("100001", "order_status", "binding")].id == e.id
@@ -207,7 +208,7 @@ def test_a_version_1_history_is_upgraded_in_place(state_url: str, tmp_path: Path
         assert run == 3
         assert s.acquire(run, ["100001"], timeout_s=0, lease_s=60) == []
     with opened(state_url, tmp_path) as s:  # opening again changes nothing
-        assert len(s.entries()) == 1 and s.schema_version() == 2
+        assert len(s.entries()) == 1 and s.schema_version() == CURRENT
 
 
 def test_the_old_default_history_file_becomes_the_store(tmp_path: Path) -> None:
@@ -218,7 +219,7 @@ def test_the_old_default_history_file_becomes_the_store(tmp_path: Path) -> None:
         assert [e.actor for e in s.entries()] == ["old"]
     assert not (tmp_path / ".reconciler" / "state.db").exists()
     con = sqlite3.connect(tmp_path / ".reconciler" / "history.db")
-    assert con.execute("SELECT version FROM schema_version").fetchall() == [(2,)]
+    assert con.execute("SELECT version FROM schema_version").fetchall() == [(CURRENT,)]
     con.close()
 
 
@@ -240,10 +241,10 @@ def test_two_processes_upgrading_at_once(state_url: str, tmp_path: Path) -> None
         t.start()
     for t in threads:
         t.join(timeout=60)
-    assert results == [2, 2, 2, 2]
+    assert results == [CURRENT] * 4
     engine = engine_for(state_url)
     with engine.connect() as conn:
-        assert conn.exec_driver_sql("SELECT version FROM schema_version").all() == [(2,)]
+        assert conn.exec_driver_sql("SELECT version FROM schema_version").all() == [(CURRENT,)]
         assert conn.exec_driver_sql("SELECT count(*) FROM changes").scalar() == 1
     engine.dispose()
 
@@ -256,7 +257,7 @@ def test_a_newer_store_is_refused(state_url: str, tmp_path: Path) -> None:
     engine.dispose()
     with pytest.raises(StateError) as e:
         open_store(state_url, config_dir=tmp_path)
-    assert str(e.value) == (f"the state store {display_url(state_url)} has schema version 7; this reconciler knows up to 2:"
+    assert str(e.value) == (f"the state store {display_url(state_url)} has schema version 7; this reconciler knows up to {CURRENT}:"
                             " upgrade reconciler")
 
 

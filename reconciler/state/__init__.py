@@ -1,4 +1,5 @@
-"""The shared state store: history, run locks and the apply journal in one database.
+"""The shared state store: history, run locks, the apply journal and the shops' sealed
+authorizations in one database.
 
 One store per config dir (or per team: PostgreSQL), so every CI runner, shard and person
 sees the same trail and the same locks (docs/workflows.md, "The shared state"). This package's import is
@@ -16,11 +17,13 @@ state (plan, validate, render) do not pay for them.
         store.record(run, shop=..., ...)                     # each attempt, durably
         store.shop_done(run, shop, outcome)
     store.release(run); store.finish_run(run, exit_code=code); store.close()
+    store.token_rows(shops); store.put_token(shop, sealed=..., ...)   # tokens, sealed by reconciler.auth
+    store.claim_renewal(shop, holder, pid=..., lease_s=...); store.release_renewal(shop, holder)
 
 Modules: ``urls`` (resolution, parsing, masking; pure), ``types`` (errors and values; pure),
 ``engine`` (SQLAlchemy engines, SQLite hooks, error texts), ``schema`` (tables, versions,
 upgrade), ``base`` (transactions, clock, liveness), ``runs`` (history), ``locks``,
-``journal``, ``store`` (the ``Store`` and opening it).
+``journal``, ``tokens``, ``store`` (the ``Store`` and opening it).
 """
 
 from __future__ import annotations

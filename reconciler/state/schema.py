@@ -6,6 +6,11 @@ no ``schema_version`` table; a ``runs`` table without one IS version 1.
 Version 2 adds the run holder (``host``, ``pid``, ``heartbeat``, ``lease_s``, ``status``),
 the run locks (``locks``: one row per locked shop) and the apply journal (``journal``: one
 row per shop an apply announced changes for, ``done`` once the shop's writes ended).
+Version 3 adds the shops' authorizations (``tokens``: one row per shop). The access and
+refresh tokens are stored only sealed (``sealed``: a Fernet token made by ``reconciler.auth``
+with the key in ``RECONCILER_STATE_KEY``; the store never sees them in clear); the times,
+whether a refresh token exists, the key's id and the renewal claim are plain, so ``auth
+status`` and the renewal protocol need no decryption to decide.
 
 A newer reconciler upgrades an older store in ONE transaction (a failed upgrade leaves the
 store as it was); an older reconciler refuses a newer store rather than misread it. Two
@@ -14,7 +19,7 @@ lock, SQLite by ``BEGIN IMMEDIATE``; the version is read again under that lock.
 
 The ``Table`` objects below describe the CURRENT version, for queries. Upgrade steps build
 their own tables (``_v1_tables``; ``_locks_table``/``_journal_table`` are version 2's, to be
-frozen into the step when a later version changes them).
+frozen into the step when a later version changes them; ``_tokens_table`` is version 3's).
 Times are UTC ISO-8601 text (``history.format_time``), comparable as strings.
 """
 
@@ -26,7 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-CURRENT = 2
+CURRENT = 3
 # Keys of pg_advisory_xact_lock (one per purpose, arbitrary but fixed).
 PG_UPGRADE_KEY = 0x5245434F4E01  # serializes schema upgrades
 PG_LOCKS_KEY = 0x5245434F4E02  # serializes changes to the locks table (acquire, renew, release, unlock)
@@ -93,8 +98,30 @@ def _journal_table(md: sa.MetaData) -> sa.Table:
     )
 
 
+def _tokens_table(md: sa.MetaData) -> sa.Table:
+    return sa.Table(
+        "tokens", md,
+        sa.Column("shop", sa.Text, primary_key=True),
+        sa.Column("sealed", sa.Text, nullable=False),       # Fernet: {"shop", "access_token", "refresh_token"}
+        sa.Column("key_id", sa.Text, nullable=False),       # which key sealed it (a one-way fingerprint)
+        sa.Column("expires_at", sa.Text),                   # the access token's end (None: never)
+        sa.Column("refresh_expires_at", sa.Text),           # the refresh token's end (None: never, or no refresh token)
+        sa.Column("refreshable", sa.Integer, nullable=False),  # 1: a refresh token is stored
+        sa.Column("generation", sa.Integer, nullable=False),   # +1 on every write of the token: renewals compare it
+        sa.Column("updated_at", sa.Text, nullable=False),
+        sa.Column("source", sa.Text, nullable=False),       # import | code | refresh
+        sa.Column("note", sa.Text),                         # why the last renewal failed (no secret), until the next write
+        sa.Column("claim", sa.Text),                        # the renewal under way: holder id
+        sa.Column("claim_host", sa.Text),
+        sa.Column("claim_pid", sa.Integer),
+        sa.Column("claim_until", sa.Text),                  # the claim's lease end
+        sa.Column("claim_since", sa.Text),
+    )
+
+
 locks = _locks_table(metadata)
 journal = _journal_table(metadata)
+tokens = _tokens_table(metadata)
 
 
 def version(conn: Connection) -> int | None:
@@ -154,12 +181,17 @@ def _to_v2(conn: Connection) -> None:
     conn.execute(sa.text("CREATE INDEX changes_run ON changes (run_id)"))
 
 
+def _to_v3(conn: Connection) -> None:
+    """The shops' authorizations, sealed."""
+    _tokens_table(sa.MetaData()).create(conn)
+
+
 def _add_column(conn: Connection, table: str, name: str, kind: sa.types.TypeEngine[Any]) -> None:
     prep = conn.dialect.identifier_preparer
     conn.execute(sa.text(f"ALTER TABLE {prep.quote(table)} ADD COLUMN {prep.quote(name)} {kind.compile(dialect=conn.dialect)}"))
 
 
-STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _to_v1), (2, _to_v2))
+STEPS: tuple[tuple[int, Callable[[Connection], None]], ...] = ((1, _to_v1), (2, _to_v2), (3, _to_v3))
 
 
 def upgrade(conn: Connection, found: int | None) -> None:

@@ -1,4 +1,5 @@
-"""The state store: one object for the history, the run locks and the apply journal, on
+"""The state store: one object for the history, the run locks, the apply journal and the shops'
+sealed authorizations, on
 SQLite or PostgreSQL through one SQLAlchemy Core code path; and opening it.
 
 Opening checks everything that can be wrong before a command relies on the store, each as
@@ -24,11 +25,12 @@ from .journal import JournalOps
 from .locks import LockOps
 from .runs import HistoryOps
 from .schema import CURRENT, PG_UPGRADE_KEY, upgrade, version
+from .tokens import TokenOps
 from .types import StateError
 from .urls import Target, is_tool_dir
 
 
-class Store(HistoryOps, LockOps, JournalOps):
+class Store(HistoryOps, LockOps, JournalOps, TokenOps):
     """The state store of a config dir (see the package doc-string for the whole API)."""
 
     def schema_version(self) -> int | None:
