@@ -7,19 +7,33 @@ integrated refuse a bind; ``virtualAppKey`` only on ``modify_address``; operator
 the customer-service permission are refused; every write is a compare-and-set against the
 expected current value and bumps a revision; injected faults make chosen calls fail.
 Each write is one SQLite transaction: a crash never leaves half a change.
+
+Shop authorizations: a shop's ``session`` (the access token every per-shop call carries)
+is a string that never expires, or a mapping ``{token, expires_at, refresh_token,
+refresh_expires_at, code}``. An expired or unknown access token is refused (27).
+``taobao.top.auth.token.create`` turns a world shop's ``code`` (once) into a new token pair;
+``taobao.top.auth.token.refresh`` spends a refresh token (once: it stops working at once)
+for a new access token that lives ``app.token_ttl_s`` (default 30 days) and a new refresh
+token that keeps the old one's end. The previous access token keeps working until its own
+end: a renewal is not a revocation, so a run still using it is not cut off mid-way (a
+client must not count on it). Tokens are kept in ``tokens``, one row per token ever
+issued; a shop's current pair is its latest.
 """
 
 from __future__ import annotations
 
+import json
+import secrets
 import sqlite3
 import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
 
 from .model import SCENARIOS, VIRTUAL_APPKEY, Scenario, ScenarioKey, appkey_problem
 from .storage import open_sqlite
@@ -27,7 +41,13 @@ from .vocab import show_appkey
 
 IDENTITY_KEY = "sandbox_id"  # meta: the identity saved plans are bound to
 
-Operation = Literal["get", "bind", "unbind", "selfservice", "check"]
+Operation = Literal["get", "bind", "unbind", "selfservice", "check", "refresh", "create"]
+
+# The two TOP methods of shop authorization (fixed by the platform, not renamable).
+TOKEN_REFRESH = "taobao.top.auth.token.refresh"
+TOKEN_CREATE = "taobao.top.auth.token.create"
+DEFAULT_TOKEN_TTL_S = 30 * 86_400       # a token made by a renewal or a code: 30 days
+DEFAULT_REFRESH_TTL_S = 365 * 86_400    # a refresh token made from a code: a year (a subscription's length)
 
 # sub_code → TOP error code (as the real gateway answers them; the README lists them)
 SUB_CODES: dict[str, int] = {
@@ -42,6 +62,8 @@ SUB_CODES: dict[str, int] = {
     "isp.unknown-error": 15,
     "isp.remote-service-unavailable": 15,
     "isp.call-limited": 7,
+    "isv.invalid-refresh-token": 15,
+    "isv.invalid-code": 15,
 }
 
 
@@ -61,10 +83,58 @@ class PlatformError(Exception):
 _W = ConfigDict(extra="forbid", strict=True)
 
 
+def _instant(value: Any) -> Any:
+    """An ISO 8601 time (quoted, or a YAML timestamp) as an aware datetime; no zone is UTC
+    (as YAML reads an unquoted timestamp without one)."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+        except ValueError:
+            raise ValueError("must be an ISO 8601 time, like 2026-05-01T03:04:05+08:00") from None
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value
+
+
+Instant = Annotated[datetime, BeforeValidator(_instant)]
+
+
+def iso(t: datetime) -> str:
+    """A time as the sandbox stores it: UTC ISO 8601 to the second (comparable as text)."""
+    return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
 class WorldAgencyApp(BaseModel):
     model_config = _W
     app_key: StrictStr
     app_secret: StrictStr
+    token_ttl_s: int = Field(default=DEFAULT_TOKEN_TTL_S, gt=0)      # how long a renewed (or new) token lives
+    refresh_ttl_s: int = Field(default=DEFAULT_REFRESH_TTL_S, gt=0)  # how long a refresh token made from a code lives
+
+
+class WorldSession(BaseModel):
+    """A shop's authorization with an end: the access token and, for subscription apps, the
+    refresh token that renews it; ``code``: an unused authorization code (``auth add``)."""
+
+    model_config = _W
+    token: StrictStr | None = None
+    expires_at: Instant | None = None           # None: never
+    refresh_token: StrictStr | None = None
+    refresh_expires_at: Instant | None = None   # None: never
+    code: StrictStr | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> WorldSession:
+        if self.token is None and self.code is None:
+            raise ValueError("a session mapping needs a token or a code")
+        if self.token is None and (self.expires_at is not None or self.refresh_token is not None):
+            raise ValueError("expires_at and refresh_token belong to a token: give the token too")
+        if self.refresh_token is None and self.refresh_expires_at is not None:
+            raise ValueError("refresh_expires_at without a refresh_token")
+        return self
+
+    def secrets(self) -> list[str]:
+        return [s for s in (self.token, self.refresh_token, self.code) if s is not None]
 
 
 class WorldApp(BaseModel):
@@ -78,7 +148,7 @@ class WorldApp(BaseModel):
 class WorldShop(BaseModel):
     model_config = _W
     name: StrictStr | None = None
-    session: StrictStr | None = None
+    session: StrictStr | WorldSession | None = None
     bindings: dict[ScenarioKey, StrictStr] = Field(default_factory=dict)
     buyer_self_service: StrictBool = False
     cs_permission: StrictBool = True
@@ -108,11 +178,14 @@ class World(BaseModel):
     def _one_shop_per_session(cls, shops: dict[str, WorldShop]) -> dict[str, WorldShop]:
         owner: dict[str, str] = {}
         for sid, shop in shops.items():
-            if shop.session is not None:
-                if shop.session in owner:  # the key itself is a secret: name the shops only
-                    raise ValueError(f"shops {owner[shop.session]} and {sid} have the same session key;"
-                                     " a session key authorizes exactly one shop")
-                owner[shop.session] = sid
+            session = shop.session
+            values = [session] if isinstance(session, str) else session.secrets() if session is not None else []
+            for value in values:
+                if value in owner:  # the key itself is a secret: name the shops only
+                    raise ValueError(f"shops {owner[value]} and {sid} have the same session key, refresh token or code;"
+                                     " each authorizes exactly one shop" if owner[value] != sid else
+                                     f"shop {sid} uses the same value twice in its session")
+                owner[value] = sid
         return shops
 
 
@@ -130,7 +203,14 @@ CREATE TABLE IF NOT EXISTS bindings (
 CREATE TABLE IF NOT EXISTS faults (
   id INTEGER PRIMARY KEY, operation TEXT NOT NULL, shop_id TEXT, scenario TEXT,
   error TEXT NOT NULL, times INTEGER, ban_seconds INTEGER);
+CREATE TABLE IF NOT EXISTS tokens (
+  token TEXT PRIMARY KEY, shop_id TEXT NOT NULL, kind TEXT NOT NULL, expires_at TEXT,
+  issued INTEGER NOT NULL, spent INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS tokens_shop ON tokens (shop_id, kind, issued);
+CREATE TABLE IF NOT EXISTS codes (code TEXT PRIMARY KEY, shop_id TEXT NOT NULL, used INTEGER NOT NULL DEFAULT 0);
 """
+# ``shops.session`` is where sandboxes made before tokens could expire kept a shop's key (it
+# never expires); a world loaded now puts every token in ``tokens``.
 
 
 class SandboxPlatform:
@@ -162,12 +242,13 @@ class SandboxPlatform:
     def load_world(self, world: World) -> None:
         """Replace the whole content, atomically."""
         with self._tx() as db:
-            for t in ("apps", "shops", "bindings", "faults"):
+            for t in ("apps", "shops", "bindings", "faults", "tokens", "codes"):
                 db.execute(f"DELETE FROM {t}")
             db.execute("DELETE FROM meta WHERE key != ?", (IDENTITY_KEY,))  # the database stays the same platform
             if world.app:
                 db.executemany("INSERT INTO meta VALUES (?, ?)",
-                               [("app_key", world.app.app_key), ("app_secret", world.app.app_secret)])
+                               [("app_key", world.app.app_key), ("app_secret", world.app.app_secret),
+                                ("token_ttl_s", str(world.app.token_ttl_s)), ("refresh_ttl_s", str(world.app.refresh_ttl_s))])
             db.executemany(
                 "INSERT INTO apps VALUES (?, ?, ?, ?, ?)",
                 [(k, a.name, ",".join(s.value for s in a.scenarios), int(a.detail_whitelisted), int(a.syncs_order_status))
@@ -175,8 +256,10 @@ class SandboxPlatform:
             )
             db.executemany(
                 "INSERT INTO shops VALUES (?, ?, ?, ?, ?)",
-                [(sid, s.name, s.session, int(s.buyer_self_service), int(s.cs_permission)) for sid, s in world.shops.items()],
+                [(sid, s.name, None, int(s.buyer_self_service), int(s.cs_permission)) for sid, s in world.shops.items()],
             )
+            for sid, s in world.shops.items():
+                self._load_session(db, sid, s.session)
             db.executemany(
                 "INSERT INTO bindings VALUES (?, ?, ?, 1)",
                 [(sid, sc.value, key) for sid, s in world.shops.items() for sc, key in s.bindings.items()],
@@ -210,8 +293,10 @@ class SandboxPlatform:
             shops: dict[str, Any] = {}
             for sid, name, session, bss, perm in db.execute("SELECT * FROM shops ORDER BY shop_id"):
                 shop: dict[str, Any] = {"name": name}
-                if include_secrets and session is not None:
-                    shop["session"] = session
+                if include_secrets:
+                    dumped = session if session is not None else self._dump_session(db, sid)
+                    if dumped is not None:
+                        shop["session"] = dumped
                 shop["bindings"] = {s.value: bindings[sid][s.value] for s in SCENARIOS if s.value in bindings.get(sid, {})}
                 shop["buyer_self_service"] = bool(bss)
                 if not perm:
@@ -241,15 +326,64 @@ class SandboxPlatform:
                 row = self._db.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)).fetchone()
             return str(row[0])
 
+    def _load_session(self, db: sqlite3.Connection, shop: str, session: str | WorldSession | None) -> None:
+        if session is None:
+            return
+        if isinstance(session, str):
+            session = WorldSession(token=session)
+        n = 0
+        for kind, value, ends in (("access", session.token, session.expires_at),
+                                  ("refresh", session.refresh_token, session.refresh_expires_at)):
+            if value is not None:
+                n += 1
+                db.execute("INSERT INTO tokens (token, shop_id, kind, expires_at, issued) VALUES (?, ?, ?, ?, ?)",
+                           (value, shop, kind, iso(ends) if ends is not None else None, n))
+        if session.code is not None:
+            db.execute("INSERT INTO codes (code, shop_id) VALUES (?, ?)", (session.code, shop))
+
+    @staticmethod
+    def _current_token(db: sqlite3.Connection, shop: str, kind: str) -> tuple[str, str | None] | None:
+        row = db.execute("SELECT token, expires_at FROM tokens WHERE shop_id = ? AND kind = ? AND spent = 0"
+                         " ORDER BY issued DESC LIMIT 1", (shop, kind)).fetchone()
+        return (str(row[0]), row[1]) if row else None
+
+    def _dump_session(self, db: sqlite3.Connection, shop: str) -> str | dict[str, Any] | None:
+        access = self._current_token(db, shop, "access")
+        refresh = self._current_token(db, shop, "refresh")
+        code = db.execute("SELECT code FROM codes WHERE shop_id = ? AND used = 0 ORDER BY code LIMIT 1", (shop,)).fetchone()
+        if access is None and code is None:
+            return None
+        if access is not None and access[1] is None and refresh is None and code is None:
+            return access[0]
+        out: dict[str, Any] = {}
+        if access is not None:
+            out["token"] = access[0]
+            if access[1] is not None:
+                out["expires_at"] = access[1]
+        if refresh is not None:
+            out["refresh_token"] = refresh[0]
+            if refresh[1] is not None:
+                out["refresh_expires_at"] = refresh[1]
+        if code is not None:
+            out["code"] = str(code[0])
+        return out
+
     def agency_app(self) -> tuple[str, str] | None:
         with self._lock:
             meta = dict(self._db.execute("SELECT key, value FROM meta").fetchall())
         return (meta["app_key"], meta["app_secret"]) if "app_key" in meta else None
 
-    def shop_for_session(self, session: str) -> str | None:
+    def shop_for_session(self, session: str, *, now: datetime | None = None) -> str | None:
+        """The shop an access token authorizes; None when it is unknown, or expired at ``now``
+        (default: the current time)."""
+        at = iso(now or datetime.now(UTC))
         with self._lock:
-            row = self._db.execute("SELECT shop_id FROM shops WHERE session = ?", (session,)).fetchone()
-        return row[0] if row else None
+            row = self._db.execute("SELECT shop_id, expires_at FROM tokens WHERE token = ? AND kind = 'access'",
+                                   (session,)).fetchone()
+            if row is None:  # a sandbox from before tokens could expire
+                legacy = self._db.execute("SELECT shop_id FROM shops WHERE session = ?", (session,)).fetchone()
+                return str(legacy[0]) if legacy else None
+        return str(row[0]) if row[1] is None or row[1] > at else None
 
     def list_shops(self) -> list[str]:
         with self._lock:
@@ -437,6 +571,60 @@ class SandboxPlatform:
                         "syncs_order_status": False}
             return {"exists": True, "integrated": sc.value in row[1].split(","), "name": row[0],
                     "detail_whitelisted": bool(row[2]), "syncs_order_status": bool(row[3])}
+
+    # ------------------------------------------------------------------ shop authorization
+
+    def token_refresh(self, refresh_token: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """``taobao.top.auth.token.refresh``: spend a refresh token (it stops working) for a new pair."""
+        self._inject("refresh", None, None)
+        t = now or datetime.now(UTC)
+        with self._tx() as db:
+            row = db.execute("SELECT shop_id, expires_at, spent FROM tokens WHERE token = ? AND kind = 'refresh'",
+                             (refresh_token,)).fetchone()
+            if row is None or row[2]:
+                raise PlatformError("isv.invalid-refresh-token", "the refresh token is invalid or has already been used")
+            shop, ends, _ = row
+            if ends is not None and ends <= iso(t):
+                raise PlatformError("isv.invalid-refresh-token", "the refresh token has expired; the user must authorize again")
+            db.execute("UPDATE tokens SET spent = 1 WHERE token = ?", (refresh_token,))
+            refresh_end = datetime.fromisoformat(ends) if ends is not None else t + timedelta(seconds=self._ttl(db, "refresh"))
+            return self._issue(db, str(shop), t, refresh_end)
+
+    def token_create(self, code: str, *, now: datetime | None = None) -> dict[str, Any]:
+        """``taobao.top.auth.token.create``: an authorization code (once) for a new pair; the
+        shop's earlier refresh tokens stop working (its earlier access tokens run out)."""
+        self._inject("create", None, None)
+        t = now or datetime.now(UTC)
+        with self._tx() as db:
+            row = db.execute("SELECT shop_id, used FROM codes WHERE code = ?", (code,)).fetchone()
+            if row is None or row[1]:
+                raise PlatformError("isv.invalid-code", "the authorization code is invalid or has already been used")
+            shop = str(row[0])
+            db.execute("UPDATE codes SET used = 1 WHERE code = ?", (code,))
+            db.execute("UPDATE tokens SET spent = 1 WHERE shop_id = ? AND kind = 'refresh'", (shop,))
+            return self._issue(db, shop, t, t + timedelta(seconds=self._ttl(db, "refresh")))
+
+    @staticmethod
+    def _ttl(db: sqlite3.Connection, kind: str) -> int:
+        key, default = ("token_ttl_s", DEFAULT_TOKEN_TTL_S) if kind == "access" else ("refresh_ttl_s", DEFAULT_REFRESH_TTL_S)
+        row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return int(row[0]) if row else default
+
+    def _issue(self, db: sqlite3.Connection, shop: str, now: datetime, refresh_end: datetime) -> dict[str, Any]:
+        """A new access and refresh token for ``shop``, as TOP answers them: ``token_result``, a JSON string."""
+        ttl = self._ttl(db, "access")
+        access, refresh = f"6{secrets.token_hex(24)}", f"7{secrets.token_hex(24)}"
+        issued = int(db.execute("SELECT coalesce(max(issued), 0) FROM tokens WHERE shop_id = ?", (shop,)).fetchone()[0])
+        ends = now + timedelta(seconds=ttl)
+        db.executemany("INSERT INTO tokens (token, shop_id, kind, expires_at, issued) VALUES (?, ?, ?, ?, ?)",
+                       [(access, shop, "access", iso(ends), issued + 1), (refresh, shop, "refresh", iso(refresh_end), issued + 2)])
+        name = db.execute("SELECT name FROM shops WHERE shop_id = ?", (shop,)).fetchone()
+        re_in = max(0, int((refresh_end - now).total_seconds()))
+        result = {"access_token": access, "token_type": "Bearer", "expires_in": ttl, "refresh_token": refresh,
+                  "re_expires_in": re_in, "r1_expires_in": ttl, "r2_expires_in": ttl, "w1_expires_in": ttl,
+                  "w2_expires_in": ttl, "taobao_user_id": shop, "taobao_user_nick": (name[0] if name and name[0] else shop),
+                  "expire_time": int(ends.timestamp() * 1000), "refresh_token_valid_time": int(refresh_end.timestamp() * 1000)}
+        return {"token_result": json.dumps(result, ensure_ascii=False, separators=(",", ":"))}
 
     @staticmethod
     def _current(db: sqlite3.Connection, shop: str, sc: Scenario) -> tuple[str | None, int]:

@@ -3,9 +3,11 @@
 ``Gateway`` is the WSGI application. For each request it checks, in this order: the app
 key (29), the signature under any of the three sign methods (25), the timestamp against
 its clock, ±10 minutes (31), the protocol version and format (41), the app's rate limit
-(7, with a ban of whole seconds), the method (22), the session (27; each session key
-authorizes exactly one shop, and a request naming another shop in ``shop_id`` is refused
-with 13), and the business parameters (40/41). Then it calls the ``SandboxPlatform`` (whose
+(7, with a ban of whole seconds), the method (22), the session (27: unknown or expired at
+the gateway's clock; each session key authorizes exactly one shop, and a request naming
+another shop in ``shop_id`` is refused with 13), and the business parameters (40/41). The
+two shop-authorization methods (``taobao.top.auth.token.refresh``/``.create``) need no
+session and answer ``token_result`` as a JSON string, as TOP does. Then it calls the ``SandboxPlatform`` (whose
 injected faults and rules apply) and answers with the TOP envelopes:
 ``{"erp_binding_get_response": {...}}`` or ``{"error_response": {"code", "msg",
 "sub_code", "sub_msg", "request_id"}}``.
@@ -38,7 +40,7 @@ from waitress.server import create_server  # type: ignore[import-untyped]  # wai
 
 from . import signing
 from .model import DEFAULT_METHODS
-from .platform import PlatformError, SandboxPlatform
+from .platform import TOKEN_CREATE, TOKEN_REFRESH, PlatformError, SandboxPlatform
 from .ratelimit import AppLimit
 from .signing import response_key
 
@@ -49,7 +51,8 @@ STATS_PATH = "/stats"
 
 # Logical name → method name the gateway answers; the client's defaults (the README lists the methods).
 METHODS: dict[str, str] = DEFAULT_METHODS
-_SESSIONLESS = {METHODS["check"]}
+AUTH_METHODS = frozenset({TOKEN_REFRESH, TOKEN_CREATE})  # shop authorization: the app's own calls, no session
+_SESSIONLESS = {METHODS["check"], *AUTH_METHODS}
 SYSTEM_PARAMS = frozenset({"method", "app_key", "session", "timestamp", "v", "format", "sign_method", "sign",
                            "partner_id", "target_app_key", "simplify"})
 MESSAGES: dict[int, str] = {
@@ -329,12 +332,12 @@ class Gateway:
         if ban is not None:
             raise Refused(7, "isp.call-limited", f"This ban will last for {ban} more seconds")
         method = params.get("method", "")
-        if method not in METHODS.values():
+        if method not in METHODS.values() and method not in AUTH_METHODS:
             raise Refused(22, "isv.invalid-method", f"unknown method {method!r}" if method else "missing method")
         session = params.get("session", "")
         shop: str | None = None
         if session:
-            shop = platform.shop_for_session(session)
+            shop = platform.shop_for_session(session, now=self.clock())
             if shop is None:
                 raise Refused(27, "isv.invalid-session", "the session key is unknown or expired")
         elif method not in _SESSIONLESS:
@@ -360,6 +363,12 @@ class Gateway:
         if method == METHODS["check"]:
             appkey, scenario = _need(p, "appkey"), _need(p, "scenario")
             return lambda: platform.check_app(appkey, scenario)
+        if method == TOKEN_REFRESH:
+            refresh_token, now = _need(p, "refresh_token"), self.clock()
+            return lambda: platform.token_refresh(refresh_token, now=now)
+        if method == TOKEN_CREATE:  # ``uuid`` (optional) pairs the code with its authorization page: not checked here
+            code, now = _need(p, "code"), self.clock()
+            return lambda: platform.token_create(code, now=now)
         assert shop is not None
         if method == METHODS["get"]:
             return lambda: platform.get(shop)
