@@ -1,8 +1,15 @@
 """The command line: a thin layer that parses options, calls the core and maps errors to
-exit codes. Commands live in submodules; ``main`` is the console script."""
+exit codes. Commands live in submodules; ``main`` is the console script.
+
+Commands load lazily: ``COMMANDS`` names each command's module and its one-line help, so
+``--version``, ``--help`` and shell completion import no command module (nor pydantic,
+YAML, HTTP or SQL); running a command imports its module only. A module lists its commands
+in its own ``COMMANDS``; a name missing from the table below is still found (every module
+is then loaded), but ``--help`` lists only what the table names."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sqlite3
 import sys
@@ -12,7 +19,7 @@ import click
 
 from .. import __version__
 from ..errors import ReconcilerError, mask
-from .common import DEFAULT_CONFIG_DIR, State
+from .context import DEFAULT_CONFIG_DIR, State
 
 
 class _UsageError(click.UsageError):
@@ -21,9 +28,57 @@ class _UsageError(click.UsageError):
     exit_code = 1
 
 
+# command → (module in this package, one-line help for --help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "validate": ("core", "Check the configuration offline."),
+    "plan": ("core", "Read the actual state and print the plan."),
+    "apply": ("core", "Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE."),
+    "show": ("core", "Render a saved plan for review, after verifying its checksum."),
+    "drift": ("audit", "Audit the platform against the configuration, read-only."),
+    "import": ("audit", "Write the platform's actual bindings of shops as config YAML (onboarding)."),
+    "history": ("audit", "The audit trail of applied changes, oldest first."),
+    "locks": ("state", "The shop locks held by applies: which run, who, where, since when."),
+    "unlock": ("state", "Free the locks of a dead run at once (instead of waiting for its lease)."),
+    "sandbox": ("sandbox", "The embedded sandbox platform (SQLite): load, dump, serve."),
+}
+_MODULES = ("core", "audit", "state", "sandbox", "auth", "review")
+
+
 class _Group(click.Group):
     """Turns every ReconcilerError into a message on stderr and exit 1 (traceback with --debug),
-    and usage errors into exit 1 too: click's usual 2 is our "changes pending"."""
+    and usage errors into exit 1 too: click's usual 2 is our "changes pending". Loads a
+    command's module only when the command is run (see the module doc)."""
+
+    def _load(self, module: str) -> None:
+        try:
+            mod = importlib.import_module(f".{module}", __package__)
+        except ModuleNotFoundError as e:
+            if e.name != f"{__package__}.{module}":
+                raise
+            return
+        for cmd in getattr(mod, "COMMANDS", ()):
+            if cmd.name not in self.commands:
+                self.add_command(cmd)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(COMMANDS) | set(self.commands))
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands:
+            known = COMMANDS.get(cmd_name)
+            for module in (known[0],) if known else _MODULES:
+                self._load(module)
+            if cmd_name not in self.commands and known:  # moved to another module: look everywhere
+                for module in _MODULES:
+                    self._load(module)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][1] if name in COMMANDS else self.commands[name].get_short_help_str())
+                for name in self.list_commands(ctx)]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
 
     def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
         try:
@@ -74,12 +129,3 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, 
     ctx.color = colour  # click.echo keeps or strips ANSI codes by this (None: only on a terminal)
     if debug:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _register() -> None:
-    from . import audit, core, sandbox, state
-    for cmd in (*core.COMMANDS, *audit.COMMANDS, *state.COMMANDS, sandbox.sandbox):
-        main.add_command(cmd)
-
-
-_register()

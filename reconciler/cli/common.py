@@ -10,9 +10,8 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import click
 
@@ -22,24 +21,12 @@ from ..errors import ReconcilerError
 from ..model import Settings, TopSettings
 from ..providers import Provider
 from ..shard import Shard, parse_shard
+from .context import State
 
 if TYPE_CHECKING:
     from ..state import Store
 
-DEFAULT_CONFIG_DIR = "configs"
 
-
-@dataclass
-class State:
-    config_dir: str
-    debug: bool
-    colour: bool | None
-    parallelism: int | None = None
-
-    def colour_for(self, stream: Any) -> bool:
-        if self.colour is not None:
-            return self.colour
-        return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
 
 
 def state(ctx: click.Context) -> State:

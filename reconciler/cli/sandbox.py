@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,3 +133,6 @@ def serve_cmd(ctx: click.Context, host: str, port: int, qps: float, burst: float
     click.echo(f"Stopped: {c.received} request(s), {sum(c.ok.values())} answered, {sum(c.failed.values())} failed,"
                f" {sum(c.refused.values())} refused, {sum(c.dropped_before.values()) + sum(c.dropped_after.values())}"
                " dropped.", err=True)
+
+
+COMMANDS: list[Any] = [sandbox]

@@ -1,0 +1,23 @@
+"""What every command's context holds (the global options), kept apart so that starting the
+CLI — ``--version``, ``--help``, shell completion — imports nothing else of the tool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DEFAULT_CONFIG_DIR = "configs"
+
+
+@dataclass
+class State:
+    config_dir: str
+    debug: bool
+    colour: bool | None
+    parallelism: int | None = None
+
+    def colour_for(self, stream: Any) -> bool:
+        if self.colour is not None:
+            return self.colour
+        return bool(getattr(stream, "isatty", lambda: False)()) and "NO_COLOR" not in os.environ
