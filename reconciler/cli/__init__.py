@@ -40,6 +40,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "locks": ("state", "The shop locks held by applies: which run, who, where, since when."),
     "unlock": ("state", "Free the locks of a dead run at once (instead of waiting for its lease)."),
     "sandbox": ("sandbox", "The embedded sandbox platform (SQLite): load, dump, serve."),
+    "auth": ("auth", "Shop authorizations: the top provider's session tokens, stored encrypted."),
 }
 _MODULES = ("core", "audit", "state", "sandbox", "auth", "review")
 
