@@ -60,6 +60,8 @@ class ProblemKind(_Word):
     unsafe = "unsafe"                            # over the safety threshold
     withheld = "withheld"                        # the shop's changes held back by its errors
     interrupted = "interrupted"                  # a killed apply may have left the shop half-changed
+    auth_expired = "auth-expired"                # the shop's token expired (or is missing) and cannot be renewed: withheld
+    auth_expiring = "auth-expiring"              # the shop's token ends within 7 days
 
 
 # preflight kinds that mean "this binding cannot work"
