@@ -4,18 +4,26 @@ Providers know the platform protocol and our models only; what a configuration s
 them — which kind, the sandbox database and its initial world file, the retry policy,
 where the app secret and the session keys are read from (``secrets``) — is turned into a
 provider here. The top provider (and its HTTP library) is imported only when it is used.
+
+Session keys come from ``provider.sessions_file``, the ``provider.sessions_env`` variable, or
+— with neither — the state store, where ``reconciler auth`` keeps each shop's token sealed:
+this module knows no store, so the caller opens it (``reconciler.auth.authorize``) and
+passes the sessions in (``open_provider(..., sessions=...)``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
-from .errors import ConfigError, Issue
+from .errors import ConfigError, Issue, ReconcilerError
 from .located import load_document
 from .model import DEFAULT_METHODS, SandboxSettings, Settings, TopSettings
 from .platform import SandboxPlatform, World
 from .providers import Provider, RetryPolicy, SandboxProvider
-from .secrets import read_secret, read_sessions, secret_file_warnings
+from .secrets import from_store, read_secret, read_sessions, secret_file_warnings
+
+STORE_SOURCE = "the state store (reconciler auth status)"
 
 
 def read_world(path: Path, display: str | None = None) -> World:
@@ -54,17 +62,32 @@ def retry_policy(settings: Settings) -> RetryPolicy:
     return RetryPolicy(retries=a.retries, backoff_s=a.backoff_s, max_backoff_s=a.max_backoff_s)
 
 
-def open_provider(settings: Settings, config_dir: Path) -> Provider:
-    """The provider the configuration names, ready to use; ``warnings`` holds what the user should hear."""
+def open_provider(settings: Settings, config_dir: Path, *, sessions: Mapping[str, str] | None = None) -> Provider:
+    """The provider the configuration names, ready to use; ``warnings`` holds what the user should hear.
+    ``sessions``: the top provider's session keys from the state store (``tokens_from_store``)."""
     p = settings.provider
     if isinstance(p, SandboxSettings):
         return SandboxProvider(open_sandbox(settings, config_dir), retry=retry_policy(settings))
     if isinstance(p, TopSettings):
-        return _open_top(p, config_dir, retry_policy(settings))
+        return _open_top(p, config_dir, retry_policy(settings), sessions)
     raise AssertionError(p)
 
 
-def _open_top(settings: TopSettings, config_dir: Path, retry: RetryPolicy) -> Provider:
+def tokens_from_store(settings: Settings) -> bool:
+    """Whether the configured provider takes the shops' tokens from the state store (top, with
+    no ``sessions_file`` and no ``sessions_env``)."""
+    return isinstance(settings.provider, TopSettings) and from_store(settings.provider)
+
+
+def open_token_provider(settings: Settings, config_dir: Path) -> Provider:
+    """A top provider without session keys, for the app's own calls (the token methods)."""
+    if not isinstance(settings.provider, TopSettings):
+        raise ReconcilerError("shop authorizations are the top provider's: reconciler.yaml says provider.kind:"
+                              f" {settings.provider.kind} (the sandbox provider needs no tokens)")
+    return _open_top(settings.provider, config_dir, retry_policy(settings), {})
+
+
+def _open_top(settings: TopSettings, config_dir: Path, retry: RetryPolicy, given: Mapping[str, str] | None) -> Provider:
     """The top provider the settings describe; the secret and session keys are read here."""
     try:
         from .providers.top import TopProvider
@@ -75,7 +98,10 @@ def _open_top(settings: TopSettings, config_dir: Path, retry: RetryPolicy) -> Pr
     by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
     methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
     secret = read_secret(settings, config_dir)
-    sessions, source = read_sessions(settings, config_dir)
+    if given is not None or from_store(settings):
+        sessions, source = dict(given or {}), STORE_SOURCE
+    else:
+        sessions, source = read_sessions(settings, config_dir)
     provider = TopProvider(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions,
                            sessions_source=source, sign_method=settings.sign_method, qps=settings.qps,
                            timeout_s=settings.timeout_s, parallelism=settings.parallelism, methods=methods, retry=retry)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, Issue, ReconcilerError
@@ -49,6 +50,13 @@ def read_secret(settings: TopSettings, config_dir: Path) -> str:
     return secret
 
 
+def from_store(settings: TopSettings, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the shops' tokens come from the state store: no ``sessions_file``, and no
+    ``sessions_env`` — not named in reconciler.yaml, and its default variable not set."""
+    env = os.environ if environ is None else environ
+    return not settings.sessions_file and "sessions_env" not in settings.model_fields_set and settings.sessions_env not in env
+
+
 def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, str], str]:
     """Shop id → session key, from ``sessions_file`` (YAML or JSON) or the ``sessions_env`` variable (JSON);
     and where they came from, for messages."""
@@ -61,8 +69,9 @@ def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, st
         where = f"${settings.sessions_env}"
         raw = os.environ.get(settings.sessions_env)
         if raw is None:
-            raise ReconcilerError(f"no session keys: set provider.sessions_file, or export {settings.sessions_env}"
-                                  " as a JSON object of shop id to session key (provider.sessions_env)")
+            raise ReconcilerError(f"no session keys: export {settings.sessions_env} as a JSON object of shop id to"
+                                  " session key (provider.sessions_env), set provider.sessions_file, or remove both to"
+                                  " take the tokens from the state store (reconciler auth import)")
         try:
             data = json.loads(raw)
         except json.JSONDecodeError as e:
@@ -85,19 +94,25 @@ def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, st
     return out, where
 
 
-def _sessions_file(path: Path, where: str) -> tuple[object, set[str]]:
+def read_token_file(path: Path) -> tuple[object, set[str]]:
+    """``auth import``'s file (YAML or JSON, read like a sessions file): its data, and its keys
+    YAML did not read as strings. Problems are located and show no key or value."""
+    return _sessions_file(path, str(path), what="the tokens to import")
+
+
+def _sessions_file(path: Path, where: str, *, what: str = "the session keys (provider.sessions_file)") -> tuple[object, set[str]]:
     """The file's data, and its keys YAML did not read as strings (they are not shop ids).
 
     Raises with every problem ``yamlio`` found, located, worded so as to show no key or value."""
     doc, issues = load(path, where)
     if doc is None and issues and issues[0].line == 0:  # not even read
         reason = issues[0].message.removeprefix("cannot read: ")
-        raise ReconcilerError(f"cannot read the session keys from {where} (provider.sessions_file): {reason}")
+        raise ReconcilerError(f"cannot read {what} from {where}: {reason}")
     typed = {str(p[0]) for p in doc.marks.typed_keys if len(p) == 1} if doc is not None else set()
     shown = [Issue(i.file, i.line, i.column, "", _without_values(i.message)) for i in issues
              if not i.message.startswith("a key must be a quoted string")]  # said below, per entry
     if shown or doc is None:
-        raise ConfigError(shown, subject="the session keys (provider.sessions_file)")
+        raise ConfigError(shown, subject=what)
     return doc.data, typed
 
 
