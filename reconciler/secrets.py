@@ -97,22 +97,23 @@ def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, st
 def read_token_file(path: Path) -> tuple[object, set[str]]:
     """``auth import``'s file (YAML or JSON, read like a sessions file): its data, and its keys
     YAML did not read as strings. Problems are located and show no key or value."""
-    return _sessions_file(path, str(path), what="the tokens to import")
+    return _sessions_file(path, str(path), what="the tokens to import", setting="")
 
 
-def _sessions_file(path: Path, where: str, *, what: str = "the session keys (provider.sessions_file)") -> tuple[object, set[str]]:
+def _sessions_file(path: Path, where: str, *, what: str = "the session keys",
+                   setting: str = " (provider.sessions_file)") -> tuple[object, set[str]]:
     """The file's data, and its keys YAML did not read as strings (they are not shop ids).
 
     Raises with every problem ``yamlio`` found, located, worded so as to show no key or value."""
     doc, issues = load(path, where)
     if doc is None and issues and issues[0].line == 0:  # not even read
         reason = issues[0].message.removeprefix("cannot read: ")
-        raise ReconcilerError(f"cannot read {what} from {where}: {reason}")
+        raise ReconcilerError(f"cannot read {what} from {where}{setting}: {reason}")
     typed = {str(p[0]) for p in doc.marks.typed_keys if len(p) == 1} if doc is not None else set()
     shown = [Issue(i.file, i.line, i.column, "", _without_values(i.message)) for i in issues
              if not i.message.startswith("a key must be a quoted string")]  # said below, per entry
     if shown or doc is None:
-        raise ConfigError(shown, subject=what)
+        raise ConfigError(shown, subject=what + setting)
     return doc.data, typed
 
 
