@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -62,15 +62,30 @@ def settings_only(ctx: click.Context) -> tuple[Settings, Path]:
     return settings, Path(st.config_dir)
 
 
-def provider_for(ctx: click.Context, settings: Settings, config_dir: Path) -> Provider:
-    """The configured provider; ``--parallelism`` overrides ``provider.parallelism`` (top)."""
+def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
+                 shops: Sequence[str] | None = None) -> Provider:
+    """The configured provider; ``--parallelism`` overrides ``provider.parallelism`` (top).
+    A top provider with no sessions file or variable takes the tokens of ``shops`` (None:
+    every stored shop) from the state store, renewing expired ones on the way; the problems of
+    the others are the command's (``cli.auth.auth_problems``)."""
     n = state(ctx).parallelism
     if n is not None and isinstance(settings.provider, TopSettings):
         settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"parallelism": n})})
-    provider = open_provider(settings, config_dir)
+    provider = open_provider(settings, config_dir, sessions=_store_sessions(ctx, settings, config_dir, shops))
     for w in provider.warnings:
         err(f"Warning: {w}")
     return provider
+
+
+def _store_sessions(ctx: click.Context, settings: Settings, config_dir: Path,
+                    shops: Sequence[str] | None) -> dict[str, str] | None:
+    from ..connect import tokens_from_store
+
+    if not tokens_from_store(settings):
+        return None
+    from .auth import run_sessions
+
+    return run_sessions(ctx, settings, config_dir, shops)
 
 
 def store_for(settings: Settings, config_dir: Path, *, create: bool = True) -> Store | None:
