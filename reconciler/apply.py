@@ -22,7 +22,7 @@ from .errors import ConflictError, FatalProviderError, ProviderError, StalePlan,
 from .model import Desired, Scenario, ShopState
 from .plan import Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
-from .vocab import Action, Exit, Outcome, ProblemKind, WriteFate, show
+from .vocab import Action, Exit, Outcome, ProblemKind, Severity, WriteFate, show
 
 log = logging.getLogger("reconciler.apply")
 
@@ -44,13 +44,17 @@ class Stop(Protocol):
 
 
 def make_plan(desired: Desired, provider: Provider, *, force: bool = False,
-              interrupted: Mapping[str, str] | None = None) -> Plan:
-    """Read the actual state of the desired shops and plan the changes."""
-    actual = provider.read([s.id for s in desired.shops])
+              interrupted: Mapping[str, str] | None = None,
+              auth: Mapping[str, tuple[ProblemKind, Severity, str]] | None = None) -> Plan:
+    """Read the actual state of the desired shops and plan the changes (``auth``: shops whose
+    authorization does not work, not read, and those about to end; see ``compute_plan``)."""
+    unread = {s for s, (_, severity, _) in (auth or {}).items() if severity == Severity.error}
+    actual: dict[str, ShopState | ProviderError] = dict(provider.read([s.id for s in desired.shops if s.id not in unread]))
+    actual.update({s: ProviderError("not read: its authorization does not work") for s in unread})
     checks = provider.check_apps(needed_checks(desired.shops))
     return compute_plan(desired.shops, actual, checks, desired.erp_names, safety=desired.safety, force=force,
                         managed_total=desired.managed_total or None, share_of_total=desired.share_of_total,
-                        interrupted=interrupted)
+                        interrupted=interrupted, auth=auth)
 
 
 def _field(change: Change) -> tuple[str, str]:

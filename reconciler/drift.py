@@ -243,15 +243,21 @@ def compute_drift(
     errors: Sequence[str] = (),
     shard: str | None = None,
     interrupted: Mapping[str, str] | None = None,
+    auth: Mapping[str, str] | None = None,
 ) -> DriftReport:
     """The audit of ``desired`` shops (``actual`` must hold each), plus shops the platform
-    knows that the config does not (``unknown_shops``) and errors of the audit itself."""
+    knows that the config does not (``unknown_shops``) and errors of the audit itself.
+    ``auth``: shops whose authorization does not work (shop → why): not audited, an error."""
     last = last_written or {}
     findings: list[Finding] = []
     for shop in desired:
         if interrupted and shop.id in interrupted:
             findings.append(Finding(shop=shop.id, scenario=None, category=Category.drift, kind=ProblemKind.interrupted,
                                     message=interrupted[shop.id]))
+        if auth and shop.id in auth:
+            findings.append(Finding(shop=shop.id, scenario=None, category=Category.error, kind=ProblemKind.auth_expired,
+                                    message=auth[shop.id], source=str(shop.source)))
+            continue
         state = actual[shop.id]
         if isinstance(state, ProviderError):
             findings.append(Finding(shop=shop.id, scenario=None, category=Category.error, kind=ProblemKind.read_failed,
@@ -286,7 +292,7 @@ def read_states(provider: Provider, shop_ids: Sequence[str], *, progress: Progre
 
 
 def audit(desired: Desired, provider: Provider, *, history: Trail | None = None, shard: Shard | None = None,
-          progress: Progress | None = None) -> DriftReport:
+          progress: Progress | None = None, auth: Mapping[str, str] | None = None) -> DriftReport:
     """Read the platform and audit the desired shops.
 
     ``desired.configured``: every shop id of the whole configuration; when given, the
@@ -294,7 +300,8 @@ def audit(desired: Desired, provider: Provider, *, history: Trail | None = None,
     """
     ids = [s.id for s in desired.shops]
     configured = desired.configured
-    actual = read_states(provider, ids, progress=progress)
+    actual = read_states(provider, [s for s in ids if s not in (auth or {})], progress=progress)
+    actual.update({s: ProviderError("not read: its authorization does not work") for s in ids if s in (auth or {})})
     checks = provider.check_apps(found_checks(actual) | needed_checks(desired.shops))
     unknown: list[str] = []
     errors: list[str] = []
@@ -308,4 +315,5 @@ def audit(desired: Desired, provider: Provider, *, history: Trail | None = None,
     last = history.last_written(ids) if history is not None else {}
     interrupted = {s: i.message() for s, i in history.interrupted_shops(ids).items()} if history is not None else {}
     return compute_drift(desired.shops, actual, checks, desired.erp_names, unknown_shops=unknown,
-                         last_written=last, errors=errors, shard=str(shard) if shard else None, interrupted=interrupted)
+                         last_written=last, errors=errors, shard=str(shard) if shard else None, interrupted=interrupted,
+                         auth=auth)

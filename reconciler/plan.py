@@ -286,6 +286,7 @@ def compute_plan(
     share_of_total: bool = False,
     shop_names: Mapping[str, str | None] | None = None,
     interrupted: Mapping[str, str] | None = None,
+    auth: Mapping[str, tuple[ProblemKind, Severity, str]] | None = None,
 ) -> Plan:
     """The plan for ``desired`` shops; ``actual`` must hold every one of them.
 
@@ -294,7 +295,9 @@ def compute_plan(
     selection cannot slip under it. The share is measured over the planned shops — a shard
     is a fair sample of the agency — or, with ``share_of_total`` (a hand-picked ``--shop``
     selection, which is no sample), over the whole configuration. ``interrupted``: shops a
-    killed apply may have left half-changed (shop → what happened), named as warnings."""
+    killed apply may have left half-changed (shop → what happened), named as warnings.
+    ``auth``: shops whose authorization needs attention (shop → kind, severity, message):
+    an error withholds the shop unread (its token does not work), a warning is said."""
     safety = safety or SafetySettings()
     changes: list[Change] = []
     problems: list[Problem] = []
@@ -303,6 +306,11 @@ def compute_plan(
         managed += len(shop.bindings)
         if interrupted and shop.id in interrupted:
             problems.append(Problem(shop.id, None, Severity.warning, ProblemKind.interrupted, interrupted[shop.id]))
+        if auth and shop.id in auth:
+            kind, severity, message = auth[shop.id]
+            problems.append(Problem(shop.id, None, severity, kind, message))
+            if severity == Severity.error:
+                continue
         state = actual[shop.id]
         if isinstance(state, ProviderError):
             problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed, f"cannot read the shop: {state}"))

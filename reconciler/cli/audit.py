@@ -28,6 +28,7 @@ from ..render import DRIFT_FORMATS, drift_as, drift_html, drift_junit, history_j
 from ..shard import Shard
 from ..state import FINISHED
 from ..vocab import CATEGORIES, Category, Exit
+from .auth import auth_errors
 from .common import (
     err,
     in_shard,
@@ -76,9 +77,10 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     config = in_shard(whole, shard)
     wanted = config.desired(configured=None if shops else [s.id for s in whole.shops])
     store = store_for(config.settings, config.dir, create=False)
-    with closing(provider_for(ctx, config.settings, config.dir)) as provider:
+    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
         try:
-            report = audit(wanted, provider, history=store, shard=shard, progress=progress_printer("drift"))
+            report = audit(wanted, provider, history=store, shard=shard, progress=progress_printer("drift"),
+                           auth=auth_errors(ctx))
         finally:
             if store is not None:
                 store.close()

@@ -33,6 +33,7 @@ from ..vocab import Exit
 
 if TYPE_CHECKING:
     from ..state import InterruptedShop, Store
+from .auth import auth_problems
 from .common import (
     err,
     graceful_interrupt,
@@ -78,8 +79,8 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
     if store is not None:
         with closing(store):
             interrupted = {s: i.message() for s, i in store.interrupted_shops([s.id for s in config.shops]).items()}
-    with closing(provider_for(ctx, config.settings, config.dir)) as provider:
-        result = make_plan(config.desired(), provider, force=force, interrupted=interrupted)
+    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
+        result = make_plan(config.desired(), provider, force=force, interrupted=interrupted, auth=auth_problems(ctx))
         if out is not None:  # a saved plan says when, by which version and for which platform it was made
             result = result.stamped(created_at=format_time(datetime.now(UTC)), tool_version=__version__,
                                     target=target_of(config.settings, provider))
@@ -201,12 +202,13 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
     settings, config_dir = config.settings, config.dir
     options = _run_options(settings, config_dir, actor, lock_timeout)
     store = open_store_for(settings, config_dir)
-    with closing(provider_for(ctx, settings, config_dir)) as provider:
+    shop_ids = [s.id for s in config.shops] if saved is None else list(saved.shops)
+    with closing(provider_for(ctx, settings, config_dir, shops=shop_ids)) as provider:
         interrupted = _interrupted(store, [s.id for s in config.shops] if saved is None else list(saved.shops),
                                    say=saved is not None)
         if saved is None:
             the_plan = make_plan(config.desired(), provider, force=force,
-                                 interrupted={s: i.message() for s, i in interrupted.items()})
+                                 interrupted={s: i.message() for s, i in interrupted.items()}, auth=auth_problems(ctx))
             click.echo(plan_text(the_plan, colour=state(ctx).colour_for(sys.stdout)), nl=False)
         else:
             assert saved is not None
