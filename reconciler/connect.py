@@ -104,6 +104,7 @@ def _open_top(settings: TopSettings, config_dir: Path, retry: RetryPolicy, given
         sessions, source = read_sessions(settings, config_dir)
     provider = TopProvider(url=settings.url, app_key=settings.app_key, secret=secret, sessions=sessions,
                            sessions_source=source, sign_method=settings.sign_method, qps=settings.qps,
-                           timeout_s=settings.timeout_s, parallelism=settings.parallelism, methods=methods, retry=retry)
+                           timeout_s=settings.timeout_s, parallelism=settings.parallelism, methods=methods, retry=retry,
+                           deadline_s=settings.deadline_s, max_ban_s=settings.max_ban_s, max_failures=settings.max_failures)
     provider.warnings.extend(secret_file_warnings(settings, config_dir))
     return provider

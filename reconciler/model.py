@@ -178,6 +178,12 @@ class TopSettings(BaseModel):
     sign_method: SignMethod = "hmac-sha256"
     qps: Annotated[float, Field(gt=0)] = 20.0
     timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    # A whole request, connecting to the last byte of the answer, however slowly it trickles.
+    deadline_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
+    # A rate-limit ban longer than this is not waited out: the run stops with one message.
+    max_ban_s: Annotated[float, Field(ge=0, le=86_400, allow_inf_nan=False)] = 300.0
+    # Consecutive requests without an answer after which the run stops (the circuit breaker).
+    max_failures: Annotated[int, Field(ge=1, le=1000)] = 10
     parallelism: Annotated[int, Field(ge=1, le=64)] = 8
     methods: dict[StrictStr, StrictStr] = {}
 

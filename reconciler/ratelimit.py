@@ -12,6 +12,12 @@ must: nothing is sent until the ban is over; the requests that were refused go f
 it ends (so a refused request is not refused again by its own retry losing the race to
 fresh requests); and the rate is halved, then grows back linearly, so a client configured
 above the platform's real limit settles near it instead of hitting the ban every second.
+Once told to ``hurry`` (the run is being interrupted), it waits out only short bans: a
+request that would have to wait longer raises ``Banned`` instead.
+
+``CircuitBreaker`` is the client's other guard: after a number of consecutive transport
+failures (no answer at all, from any thread) it opens for good, so a run stops with one
+message instead of waiting out timeouts shop after shop.
 """
 
 from __future__ import annotations
@@ -95,6 +101,7 @@ class ClientLimiter:
         self._priority: dict[int, float] = {}  # thread id → when its claim lapses
         self.bans = 0
         self.waited_s = 0.0
+        self._hurry_max: float | None = None  # in a hurry: the longest ban still waited out
 
     @property
     def rate(self) -> float:
@@ -113,6 +120,8 @@ class ClientLimiter:
                     if until <= now:
                         del self._priority[tid]
                 if now < self._ban_until:
+                    if self._hurry_max is not None and self._ban_until - now > self._hurry_max:
+                        raise Banned(self._ban_until - now)
                     wait = self._ban_until - now
                 elif me not in self._priority and self._priority:
                     wait = max(0.001, min(self._priority.values()) - now) if min(self._priority.values()) < math.inf else 1.0
@@ -140,6 +149,13 @@ class ClientLimiter:
             self._priority[threading.get_ident()] = self._ban_until + self._grace_s
             self._cond.notify_all()
 
+    def hurry(self, max_wait_s: float) -> None:
+        """From now on a ban with more than ``max_wait_s`` left is not waited out: ``acquire``
+        raises ``Banned`` (in the threads already waiting too)."""
+        with self._cond:
+            self._hurry_max = max_wait_s
+            self._cond.notify_all()
+
     def _recover(self, now: float) -> None:
         """Additive increase: back to the configured rate ``recovery_s`` after the last ban."""
         b = self._bucket
@@ -147,3 +163,39 @@ class ClientLimiter:
             b.refill(now)
             b.rate = min(self.max_rate, b.rate + self.max_rate * (now - self._adjusted) / self._recovery_s)
             self._adjusted = now
+
+
+class Banned(Exception):
+    """``ClientLimiter.acquire`` in a hurry: the app is banned for ``seconds`` more."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the app is banned for {seconds:.0f} more second(s)")
+        self.seconds = seconds
+
+
+class CircuitBreaker:
+    """Opens after ``limit`` consecutive failures, counted across threads; any success in
+    between starts the count again. Once open it stays open: ``opened`` says why."""
+
+    def __init__(self, limit: int) -> None:
+        if limit < 1:
+            raise ValueError("a circuit breaker needs a limit of at least 1")
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._failures = 0
+        self.opened: str | None = None
+
+    def failure(self, why: str) -> bool:
+        """Count a failure; True for the one that opened the breaker."""
+        with self._lock:
+            if self.opened is not None:
+                return False
+            self._failures += 1
+            if self._failures >= self.limit:
+                self.opened = why
+                return True
+            return False
+
+    def success(self) -> None:
+        with self._lock:
+            self._failures = 0

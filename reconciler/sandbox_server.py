@@ -15,7 +15,14 @@ injected faults and rules apply) and answers with the TOP envelopes:
 For fault tests it adds what a database cannot: latency, stalls and dropped connections,
 either before the platform handles a request or after (the write happened, the client never
 hears of it). Every request is counted (``Counters``; also served at ``GET /stats``) so a
-test or benchmark can prove no request was lost or handled twice.
+test or benchmark can prove no request was lost or handled twice. Both live in
+``sandbox_faults`` and are re-exported here.
+
+Whatever a client sends, it gets a TOP envelope, never an HTTP 500 with a traceback: a
+malformed signature is code 25 like a wrong one, an unexpected failure is ``isp.unknown-error``
+(logged), and a body over ``MAX_BODY`` is HTTP 413. The HTTP server itself (waitress, with
+the guards that keep slow or half-open connections from starving the others) is
+``sandbox_http``.
 
 ``start_server`` runs a gateway on a background thread (tests, benchmarks); ``serve``
 runs one in the foreground (``reconciler sandbox serve``).
@@ -26,28 +33,29 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import threading
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import parse_qsl
-
-from waitress.server import create_server  # type: ignore[import-untyped]  # waitress ships no type hints
 
 from . import signing
 from .model import DEFAULT_METHODS
 from .platform import TOKEN_CREATE, TOKEN_REFRESH, PlatformError, SandboxPlatform
 from .ratelimit import AppLimit
+from .sandbox_faults import Counters, NetworkFaults, NetworkRule, Phase
+from .sandbox_http import ServerLimits, make_server
 from .signing import response_key
+
+__all__ = ["Counters", "Gateway", "NetworkFaults", "NetworkRule", "Phase", "ServerHandle", "ServerLimits", "start_server"]
 
 log = logging.getLogger("reconciler.sandbox_server")
 
 GATEWAY_PATH = "/router/rest"
 STATS_PATH = "/stats"
+MAX_BODY = 1 << 20   # a request body over this is answered HTTP 413 (sandbox_http reads up to 8 MiB whole)
 
 # Logical name → method name the gateway answers; the client's defaults (the README lists the methods).
 METHODS: dict[str, str] = DEFAULT_METHODS
@@ -62,7 +70,6 @@ MESSAGES: dict[int, str] = {
     31: "Invalid timestamp", 40: "Missing required arguments", 41: "Invalid arguments",
 }
 
-Phase = Literal["before", "after"]
 _MAX_REMEMBERED = 100_000
 
 
@@ -76,117 +83,6 @@ class Refused(Exception):
     def __init__(self, code: int, sub_code: str, sub_msg: str) -> None:
         super().__init__(f"{code} {sub_code}: {sub_msg}")
         self.code, self.sub_code, self.sub_msg = code, sub_code, sub_msg
-
-
-# --------------------------------------------------------------------------- faults the database cannot inject
-
-
-@dataclass
-class NetworkRule:
-    """Drop (``seconds`` None) or stall (``seconds`` set) matching requests, ``times`` times (None: always),
-    after letting the first ``skip`` matching requests through."""
-
-    method: str | None = None
-    shop: str | None = None
-    scenario: str | None = None
-    phase: Phase = "before"
-    seconds: float | None = None
-    times: int | None = 1
-    skip: int = 0
-
-    def matches(self, method: str, shop: str | None, scenario: str | None) -> bool:
-        return ((self.method is None or self.method == method) and (self.shop is None or self.shop == shop)
-                and (self.scenario is None or self.scenario == scenario) and (self.times is None or self.times > 0))
-
-
-class NetworkFaults:
-    """Latency for every request, random drops, and targeted drop/stall rules. Thread-safe."""
-
-    def __init__(self, *, latency_s: float = 0.0, drop_rate: float = 0.0, drop_after_rate: float = 0.0,
-                 seed: int | None = None) -> None:
-        for name, rate in (("drop_rate", drop_rate), ("drop_after_rate", drop_after_rate)):
-            if not 0.0 <= rate <= 1.0:
-                raise ValueError(f"{name} must be between 0 and 1")
-        self.latency_s = latency_s
-        self.drop_rate = drop_rate
-        self.drop_after_rate = drop_after_rate
-        self._rng = random.Random(seed)
-        self._rules: list[NetworkRule] = []
-        self._lock = threading.Lock()
-
-    def drop(self, *, method: str | None = None, shop: str | None = None, scenario: str | None = None,
-             phase: Phase = "before", times: int | None = 1, skip: int = 0) -> NetworkRule:
-        """Drop the connection of matching requests, before or after the platform handles them."""
-        return self._add(NetworkRule(method, shop, scenario, phase, None, times, skip))
-
-    def stall(self, seconds: float, *, method: str | None = None, shop: str | None = None,
-              scenario: str | None = None, times: int | None = 1, skip: int = 0) -> NetworkRule:
-        """Hold matching requests ``seconds`` before handling them (until the server stops)."""
-        return self._add(NetworkRule(method, shop, scenario, "before", seconds, times, skip))
-
-    def clear(self) -> None:
-        with self._lock:
-            self._rules.clear()
-
-    def _add(self, rule: NetworkRule) -> NetworkRule:
-        with self._lock:
-            self._rules.append(rule)
-        return rule
-
-    def _take(self, method: str, shop: str | None, scenario: str | None, pred: Callable[[NetworkRule], bool]) -> NetworkRule | None:
-        for rule in self._rules:
-            if pred(rule) and rule.matches(method, shop, scenario):
-                if rule.skip > 0:
-                    rule.skip -= 1
-                    continue
-                if rule.times is not None:
-                    rule.times -= 1
-                return rule
-        return None
-
-    def delay_for(self, method: str, shop: str | None, scenario: str | None) -> float:
-        with self._lock:
-            rule = self._take(method, shop, scenario, lambda r: r.seconds is not None)
-        return self.latency_s + ((rule.seconds or 0.0) if rule else 0.0)
-
-    def drops(self, phase: Phase, method: str, shop: str | None, scenario: str | None) -> bool:
-        with self._lock:
-            if self._take(method, shop, scenario, lambda r: r.seconds is None and r.phase == phase):
-                return True
-            rate = self.drop_rate if phase == "before" else self.drop_after_rate
-            return rate > 0 and self._rng.random() < rate
-
-
-# --------------------------------------------------------------------------- counters
-
-
-@dataclass
-class Counters:
-    """What the gateway saw. ``handled`` counts platform calls per method (each one ran
-    exactly once on the platform, whether it then succeeded, failed or was dropped after);
-    ``refused_again`` counts requests refused by the rate limit whose previous attempt
-    (same app, session, method and business parameters) had been refused by it too."""
-
-    received: int = 0
-    handled: Counter[str] = field(default_factory=Counter)
-    ok: Counter[str] = field(default_factory=Counter)
-    failed: Counter[str] = field(default_factory=Counter)
-    refused: Counter[int] = field(default_factory=Counter)
-    dropped_before: Counter[str] = field(default_factory=Counter)
-    dropped_after: Counter[str] = field(default_factory=Counter)
-    refused_again: int = 0
-
-    def to_data(self) -> dict[str, Any]:
-        return {
-            "received": self.received,
-            "handled": dict(sorted(self.handled.items())),
-            "ok": dict(sorted(self.ok.items())),
-            "failed": dict(sorted(self.failed.items())),
-            "refused": {str(k): v for k, v in sorted(self.refused.items())},
-            "dropped_before": dict(sorted(self.dropped_before.items())),
-            "dropped_after": dict(sorted(self.dropped_after.items())),
-            "refused_again": self.refused_again,
-        }
 
 
 # --------------------------------------------------------------------------- the WSGI application
@@ -252,11 +148,18 @@ class Gateway:
         request_id = uuid.uuid4().hex[:16]
         with self._lock:
             self._counters.received += 1
+        if _length(environ) > MAX_BODY:  # read whole by the server (sandbox_http): the client hears this answer
+            self._count(self._counters.refused, 41)
+            return _json(start_response, "413 Request Entity Too Large",
+                         _error(41, "isv.request-too-large", f"the request body is over {MAX_BODY >> 10} KiB", request_id))
         try:
             body = self._handle(environ, request_id)
         except _Drop:
             start_response("200 OK", [("Content-Type", "application/json;charset=utf-8"), ("Content-Length", "64")])
             return [b""]  # fewer bytes than announced: waitress closes the connection
+        except Exception:  # a bug of ours: the client still gets an envelope, the traceback goes to the log only
+            log.exception("the gateway failed on request %s", request_id)
+            body = _error(10, "isp.unknown-error", "the service failed; try again", request_id)
         return _json(start_response, "200 OK", body)
 
     def _handle(self, environ: dict[str, Any], request_id: str) -> dict[str, Any]:
@@ -398,12 +301,17 @@ def _bool(p: dict[str, str], key: str, value: str) -> bool:
     return value == "true"
 
 
+def _length(environ: dict[str, Any]) -> int:
+    value = str(environ.get("CONTENT_LENGTH") or "0")
+    return int(value) if value.isascii() and value.isdigit() and len(value) < 19 else 0
+
+
 def _params(environ: dict[str, Any]) -> dict[str, str]:
     """System parameters from the query, business parameters from the form body."""
     try:
         query = parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True, strict_parsing=False,
                           encoding="utf-8", errors="strict")
-        length = int(environ.get("CONTENT_LENGTH") or 0)
+        length = _length(environ)
         raw = environ["wsgi.input"].read(length) if length > 0 else b""
         ctype = environ.get("CONTENT_TYPE", "")
         if raw and not ctype.startswith("application/x-www-form-urlencoded"):
@@ -430,18 +338,6 @@ def _json(start_response: StartResponse, status: str, body: dict[str, Any]) -> l
     return [data]
 
 
-class _QuietDrops(logging.Filter):
-    """Our deliberate drops make waitress warn about a short response; that is not news."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("application returned too few bytes")
-
-
-# One filter, added to waitress's logger when a server is built (adding it again is a no-op),
-# so importing this module leaves the logging configuration alone.
-_QUIET_DROPS = _QuietDrops()
-
-
 # --------------------------------------------------------------------------- running it
 
 
@@ -449,13 +345,10 @@ class ServerHandle:
     """A gateway served by waitress: ``url``, ``counters()``, ``faults``, ``stop()``."""
 
     def __init__(self, gateway: Gateway, *, host: str = "127.0.0.1", port: int = 0, threads: int = 16,
-                 close_platform: bool = False) -> None:
+                 close_platform: bool = False, limits: ServerLimits | None = None) -> None:
         self.gateway = gateway
         self._close_platform = close_platform
-        logging.getLogger("waitress").addFilter(_QUIET_DROPS)
-        self._server: Any = create_server(gateway, host=host, port=port, threads=threads, ident="reconciler-sandbox",
-                                          asyncore_use_poll=True, connection_limit=max(100, threads * 4),
-                                          max_request_body_size=1 << 20, expose_tracebacks=False)
+        self._server: Any = make_server(gateway, host=host, port=port, threads=threads, limits=limits)
         self.host = str(self._server.effective_host)
         self.port = int(self._server.effective_port)
         self.url = f"http://{self.host}:{self.port}{GATEWAY_PATH}"
@@ -522,11 +415,12 @@ class ServerHandle:
 def start_server(platform: PlatformSource, *, host: str = "127.0.0.1", port: int = 0, qps: float | None = None,
                  burst: float | None = None, clock: Callable[[], datetime] = utc_now,
                  faults: NetworkFaults | None = None, threads: int = 16,
-                 close_platform: bool = False) -> tuple[str, ServerHandle]:
+                 close_platform: bool = False, limits: ServerLimits | None = None) -> tuple[str, ServerHandle]:
     """Serve ``platform`` on a background thread; the socket is listening when this returns.
 
     Returns ``(url, handle)``; ``handle.stop()`` shuts it down. Port 0 picks a free port.
     """
     gateway = Gateway(platform, qps=qps, burst=burst, clock=clock, faults=faults)
-    handle = ServerHandle(gateway, host=host, port=port, threads=threads, close_platform=close_platform).start()
+    handle = ServerHandle(gateway, host=host, port=port, threads=threads, close_platform=close_platform,
+                          limits=limits).start()
     return handle.url, handle

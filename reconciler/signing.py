@@ -59,9 +59,9 @@ def verify(params: Mapping[str, str], secret: str) -> bool:
     """Whether ``params['sign']`` is the signature of ``params`` under their ``sign_method``."""
     given = params.get("sign", "")
     method = params.get("sign_method", "md5")
-    if not given or method not in SIGN_METHODS:
+    if not given or not given.isascii() or method not in SIGN_METHODS:  # a signature is hex: "签名" is just wrong
         return False
-    return hmac.compare_digest(given.upper(), sign(params, secret, method))
+    return hmac.compare_digest(given.upper().encode(), sign(params, secret, method).encode())
 
 
 def timestamp(now: datetime) -> str:

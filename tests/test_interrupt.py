@@ -47,17 +47,43 @@ def test_stop_lets_the_shop_under_way_finish_and_starts_no_other(agency: Agency)
     assert seen == [("100001", "applied")] * 3
 
 
-def test_first_signal_sets_stop_and_second_aborts(tmp_path: Path) -> None:
+def test_first_signal_sets_stop_and_the_second_hurries_then_exits_after_the_block(tmp_path: Path) -> None:
+    """The second signal never raises in the middle of the work (a shop would be left split):
+    the block runs to its end, the open providers are told to hurry, and only then the
+    interrupt is raised (the CLI's exit 130). Later signals change nothing more."""
+    from reconciler.cli import common
+
+    class Spy:
+        hurried = 0
+
+        def hurry(self) -> None:
+            self.hurried += 1
+
+    spy = Spy()
+    common._OPEN.add(spy)  # type: ignore[arg-type]
     stop = threading.Event()
     before: Any = signal.getsignal(signal.SIGTERM)
-    with graceful_interrupt(stop):
-        signal.raise_signal(signal.SIGTERM)
-        assert stop.is_set()
-        try:
-            signal.raise_signal(signal.SIGINT)
-        except KeyboardInterrupt:
-            aborted = True
-        else:
-            aborted = False
-        assert aborted
+    finished = False
+    try:
+        with graceful_interrupt(stop):
+            signal.raise_signal(signal.SIGTERM)
+            assert stop.is_set() and spy.hurried == 0
+            signal.raise_signal(signal.SIGINT)   # no KeyboardInterrupt here…
+            signal.raise_signal(signal.SIGTERM)
+            assert spy.hurried == 1
+            finished = True
+    except KeyboardInterrupt:
+        interrupted = True                       # …but after the block
+    else:
+        interrupted = False
+    finally:
+        common._OPEN.discard(spy)  # type: ignore[arg-type]
+    assert finished and interrupted
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_one_signal_lets_the_block_end_normally() -> None:
+    stop = threading.Event()
+    with graceful_interrupt(stop):
+        signal.raise_signal(signal.SIGINT)
+    assert stop.is_set()

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,9 +73,14 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
     if n is not None and isinstance(settings.provider, TopSettings):
         settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"parallelism": n})})
     provider = open_provider(settings, config_dir, sessions=_store_sessions(ctx, settings, config_dir, shops))
+    _OPEN.add(provider)
     for w in provider.warnings:
         err(f"Warning: {w}")
     return provider
+
+
+# The providers this process opened: a second interrupt tells them to hurry (graceful_interrupt).
+_OPEN: weakref.WeakSet[Provider] = weakref.WeakSet()
 
 
 def _store_sessions(ctx: click.Context, settings: Settings, config_dir: Path,
@@ -160,21 +166,37 @@ shard_option = click.option(
 
 @contextmanager
 def graceful_interrupt(stop: threading.Event) -> Iterator[None]:
-    """While applying, the first Ctrl-C (or SIGTERM, as a cancelled CI job sends) only sets
-    ``stop``: shops under way finish, all or nothing each, and no new shop starts. A second
-    one aborts at once. Outside the main thread (no signals there) this does nothing."""
+    """Ctrl-C and SIGTERM (what a cancelled CI job sends) while applying. Never an abort in
+    the middle of a shop: only SIGKILL can leave one half-changed (and the journal then names
+    it to the next run).
+
+    The first one sets ``stop``: the shops under way finish, all or nothing each, no new shop
+    starts, and the run ends with its summary and usual exit code. The second one makes the
+    open providers hurry (no wait between attempts over 2 s, no longer ban waited out; every
+    request still ends by ``provider.deadline_s``): the shops under way finish or are put back
+    soon, their outcome recorded in the history, and the command then exits 130
+    (``Exit.interrupted``). Later ones only say so again. Outside the main thread (no signals
+    there) this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    seen: list[str] = []
 
     def handler(signum: int, frame: object) -> None:
-        if stop.is_set():
-            signal.signal(signal.SIGINT, signal.default_int_handler)
-            raise KeyboardInterrupt
-        stop.set()
-        err(f"\n{signal.Signals(signum).name} received: finishing the shops under way (all or nothing each),"
-            " starting no new one; send it again to abort at once.")
+        name = signal.Signals(signum).name
+        seen.append(name)
+        if len(seen) == 1:
+            stop.set()
+            err(f"\n{name} received: finishing the shops under way (all or nothing each), starting no new one;"
+                " send it again to stop waiting for retries and bans.")
+            return
+        if len(seen) == 2:
+            stop.set()
+            for provider in list(_OPEN):
+                provider.hurry()
+        err(f"\n{name} received again: finishing or putting back the shops under way without waiting out backoffs"
+            " or bans (each request ends by provider.deadline_s); no shop is left half-changed. Exit 130 follows.")
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -183,3 +205,6 @@ def graceful_interrupt(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
+    if len(seen) >= 2:
+        err("Interrupted: every shop under way was finished or put back (reconciler history shows which).")
+        raise KeyboardInterrupt  # the CLI's one place for it: "Interrupted.", exit 130

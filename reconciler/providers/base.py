@@ -14,8 +14,15 @@ The contract a provider implements:
 * ``_bind``, ``_unbind``, ``_set_self_service`` are compare-and-set writes: they change
   nothing and raise ``ConflictError`` when the current value is not the expected one.
 * Errors are ``ProviderError`` with ``retryable`` (and ``delay`` for rate-limit bans) set
-  by the provider; the retry loop here honours them, bounded by ``RetryPolicy``.
+  by the provider; the retry loop here honours them, bounded by ``RetryPolicy``. A ban
+  longer than ``max_ban_s`` is not waited out: it stops the run (``FatalProviderError``).
+* Whatever the platform answers, a provider raises ``ProviderError`` (or returns a value):
+  a malformed answer is that shop's error, never another exception type (``wire``).
 * No message, log line or exception may contain a secret.
+
+``hurry()`` is for an interrupted run finishing the shops under way: from then on the
+retry loop waits at most ``HURRY_WAIT_S`` between attempts and does not wait out longer
+bans, so what is under way finishes, or fails and is put back, soon.
 
 ``_each(fn, items)`` is how a provider runs many calls: in order by default; one with a
 connection pool (top) runs them at once. The retries of reads go through it too.
@@ -23,8 +30,10 @@ connection pool (top) runs them at once. The retries of reads go through it too.
 
 from __future__ import annotations
 
+import copy
 import logging
 import random
+import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -33,10 +42,13 @@ from typing import TypeVar
 
 from ..errors import ConflictError, FatalProviderError, ProviderError
 from ..model import AppCheck, Binding, Scenario, ShopState
+from . import wire
 
 log = logging.getLogger("reconciler.provider")
 T = TypeVar("T")
 A = TypeVar("A")
+DEFAULT_MAX_BAN_S = 300.0
+HURRY_WAIT_S = 2.0   # after hurry(): the longest wait between attempts, and the longest ban waited out
 
 
 @dataclass(frozen=True)
@@ -81,10 +93,29 @@ class Provider(ABC):
 
     name = "provider"
 
-    def __init__(self, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, *, retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
+                 max_ban_s: float = DEFAULT_MAX_BAN_S) -> None:
         self.retry = retry or RetryPolicy()
-        self._sleep = sleep
+        self.max_ban_s = max_ban_s
+        self._hurry = threading.Event()
+        self._sleep = sleep or self._pause
         self.warnings: list[str] = []  # for the user (stderr), set by who opens it: e.g. secrets git would commit
+
+    def hurry(self) -> None:
+        """Finish what is under way soon: short waits only from now on (see the module doc)."""
+        self._hurry.set()
+
+    @property
+    def hurried(self) -> bool:
+        return self._hurry.is_set()
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep between attempts; hurry() cuts a long wait short (to ``HURRY_WAIT_S``)."""
+        start = time.monotonic()
+        if self._hurry.wait(seconds):
+            left = min(seconds, HURRY_WAIT_S) - (time.monotonic() - start)
+            if left > 0:
+                time.sleep(left)
 
     def call(self, what: str, fn: Callable[[], T], *, failed: ProviderError | None = None) -> T:
         """Run one platform call, retrying what the error says may be retried.
@@ -92,6 +123,7 @@ class Provider(ABC):
         ``failed``: the first attempt was already made (in a batch) and failed so; the loop
         goes on from there — waiting first, and counting it among the attempts."""
         attempt = 0
+        uncertain = False  # an attempt may have taken effect although its answer was lost
         while True:
             try:
                 if failed is not None:
@@ -99,14 +131,35 @@ class Provider(ABC):
                     raise e0
                 return fn()
             except ProviderError as e:
-                if e.unreachable and not isinstance(e, FatalProviderError) and attempt >= self.retry.retries:
-                    raise FatalProviderError(f"{e} (after {attempt + 1} attempts)", code=e.code, sub_code=e.sub_code) from None
-                if not e.retryable or attempt >= self.retry.retries:
-                    raise
+                uncertain = uncertain or e.ambiguous
+                final = self._final(what, e, attempt)
+                if final is not None:
+                    if uncertain and not final.ambiguous:  # the last attempt failed plainly, an earlier one may have landed
+                        final = copy.copy(final)
+                        final.ambiguous = True
+                    if final is e:
+                        raise
+                    raise final from None
                 wait = self.retry.delay(attempt, e)
+                if self.hurried:
+                    wait = min(wait, HURRY_WAIT_S)
                 attempt += 1
                 log.info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.retry.retries, wait)
                 self._sleep(wait)
+
+    def _final(self, what: str, e: ProviderError, attempt: int) -> ProviderError | None:
+        """The error to raise for the failed attempt ``attempt`` (from 0), or None to retry it."""
+        if e.unreachable and not isinstance(e, FatalProviderError) and attempt >= self.retry.retries:
+            return FatalProviderError(f"{e} (after {attempt + 1} attempts)", code=e.code, sub_code=e.sub_code)
+        if e.delay is not None and e.delay > self.max_ban_s:
+            return FatalProviderError(f"{what}: the platform banned the app for {e.delay:g} s, longer than"
+                                      f" provider.max_ban_s ({self.max_ban_s:g} s): the run stops; try again after"
+                                      " the ban", code=e.code, sub_code=e.sub_code)
+        if e.delay is not None and e.delay > HURRY_WAIT_S and self.hurried:
+            return ProviderError(f"{e} (not waited out: the run is being interrupted)", code=e.code, sub_code=e.sub_code)
+        if not e.retryable or attempt >= self.retry.retries:
+            return e
+        return None
 
     # ------------------------------------------------------------------ public, guarded
 
@@ -196,20 +249,7 @@ class Provider(ABC):
     def _set_self_service(self, shop: str, enabled: bool, expected: bool) -> None: ...
 
 
-def state_from_body(body: dict[str, object]) -> ShopState:
-    """A ``ShopState`` from an ``erp.binding.get`` response body (both providers use this)."""
-    raw = body.get("bindings") or []
-    assert isinstance(raw, list)
-    bindings: dict[Scenario, Binding] = {}
-    for b in raw:
-        if isinstance(b, dict) and b.get("appkey"):
-            sc = Scenario(str(b["scenario"]))
-            bindings[sc] = Binding(scenario=sc, appkey=str(b["appkey"]), revision=int(b.get("revision") or 0))
-    name = body.get("shop_name")
-    return ShopState(
-        shop_id=str(body.get("shop_id")),
-        name=name if isinstance(name, str) and name else None,
-        bindings=bindings,
-        buyer_self_service=bool(body.get("buyer_self_service")),
-        detail_whitelisted=bool(body.get("detail_whitelisted")),
-    )
+def state_from_body(shop: str, body: dict[str, object]) -> ShopState:
+    """A ``ShopState`` from an ``erp.binding.get`` response body about ``shop`` (both providers
+    use this): checked strictly (``wire.shop_state``); a malformed body is a ``ProviderError``."""
+    return wire.shop_state("erp.binding.get", shop, body)

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..errors import ProviderError
 from ..model import AppCheck, Binding, Scenario, ShopState
 from ..platform import PlatformError, SandboxPlatform
+from . import wire
 from .base import Provider, RetryPolicy, platform_error, state_from_body
 
 
@@ -19,12 +20,20 @@ def _wrap(e: PlatformError) -> ProviderError:
     return platform_error(e.code, e.sub_code, e.msg, ban_seconds=e.ban_seconds)
 
 
+def _state(shop: str, body: dict[str, object]) -> ShopState | ProviderError:
+    """One shop of a batch read: its state, or (a malformed body) that shop's error."""
+    try:
+        return state_from_body(shop, body)
+    except ProviderError as e:
+        return e
+
+
 class SandboxProvider(Provider):
     name = "sandbox"
 
     def __init__(self, platform: SandboxPlatform, *, retry: RetryPolicy | None = None,
                  sleep: Callable[[float], None] | None = None) -> None:
-        super().__init__(retry=retry, **({"sleep": sleep} if sleep else {}))
+        super().__init__(retry=retry, sleep=sleep)
         self.platform = platform
 
     @property
@@ -33,11 +42,11 @@ class SandboxProvider(Provider):
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
         raw = self.platform.get_many(shop_ids)
-        return {sid: _wrap(body) if isinstance(body, PlatformError) else state_from_body(body) for sid, body in raw.items()}
+        return {sid: _wrap(body) if isinstance(body, PlatformError) else _state(sid, body) for sid, body in raw.items()}
 
     def _read_one(self, shop_id: str) -> ShopState:
         try:
-            return state_from_body(self.platform.get(shop_id))
+            return state_from_body(shop_id, self.platform.get(shop_id))
         except PlatformError as e:
             raise _wrap(e) from None
 
@@ -49,14 +58,14 @@ class SandboxProvider(Provider):
             body = self.platform.check_app(appkey, scenario.value)
         except PlatformError as e:
             raise _wrap(e) from None
-        return AppCheck(appkey=appkey, scenario=scenario, **body)
+        return wire.app_check("erp.app.check", appkey, scenario, body)
 
     def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
         try:
             body = self.platform.bind(shop, scenario.value, appkey, expected)
         except PlatformError as e:
             raise _wrap(e) from None
-        return Binding(scenario=scenario, appkey=appkey, revision=int(body["revision"]))
+        return wire.confirm_bind("erp.binding.bind", scenario, appkey, body)
 
     def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None:
         try:

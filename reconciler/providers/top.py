@@ -7,6 +7,17 @@ Replies become ``ShopState``/``Binding`` values, refusals become our error types
 class does the retrying. A shared ``ClientLimiter`` keeps the client under its QPS and
 reacts to bans; reads (and their retries) run on a thread pool of ``parallelism``.
 
+Nothing the gateway says is believed unchecked, and nothing it does can hold the client:
+
+* every request ends by ``deadline_s`` from its start (``transport``), however slowly the
+  gateway trickles; an answer over 2 MiB, compressed or not, is refused unread, and its
+  JSON and shape are checked strictly (``wire``); a write's answer must confirm the value
+  asked for, else the write failed — and, its outcome unknown, is put back by ``apply``;
+* a ban longer than ``max_ban_s`` stops the run instead of being waited out;
+* after ``max_failures`` consecutive transport failures (no answer at all: refused or
+  dropped connections, timeouts, HTTP 5xx) the circuit breaker opens: the run stops with
+  one message, and nothing more is sent.
+
 Writes over a network are ambiguous: when the connection dies (or the call times out)
 after the request left, the write may or may not have happened. The compare-and-set makes
 a blind retry safe but not conclusive: if the first attempt did land, the retry fails with
@@ -27,10 +38,9 @@ the session keys for it.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,17 +52,20 @@ import httpx
 from .. import signing
 from ..errors import ConflictError, FatalProviderError, ProviderError, mask
 from ..model import DEFAULT_METHODS, AppCheck, Binding, Scenario, ShopState
-from ..ratelimit import ClientLimiter
-from .base import Provider, RetryPolicy, platform_error, state_from_body
+from ..ratelimit import Banned, CircuitBreaker, ClientLimiter
+from . import wire
+from .base import DEFAULT_MAX_BAN_S, HURRY_WAIT_S, Provider, RetryPolicy, platform_error
+from .transport import DeadlineTransport, deadline
 
 log = logging.getLogger("reconciler.provider.top")
 
 # A logger's filters do not apply to its children's records: name every logger that logs.
 _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
                  "httpcore.socks")
-_BAN = re.compile(r"ban will last for (\d+(?:\.\d+)?) more seconds?", re.IGNORECASE)
+_WRITES = frozenset({"bind", "unbind", "selfservice"})
 A = TypeVar("A")
 R = TypeVar("R")
+W = TypeVar("W")
 
 
 class _Ambiguous(ProviderError):
@@ -109,8 +122,9 @@ class TopProvider(Provider):
                  sessions_source: str = "the session keys", sign_method: str = "hmac-sha256", qps: float = 20.0,
                  timeout_s: float = 10.0, parallelism: int = 8, methods: Mapping[str, str] | None = None,
                  retry: RetryPolicy | None = None, sleep: Callable[[float], None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
-        super().__init__(retry=retry, **({"sleep": sleep} if sleep else {}))
+                 clock: Callable[[], datetime] | None = None, deadline_s: float = 30.0,
+                 max_ban_s: float = DEFAULT_MAX_BAN_S, max_failures: int = 10) -> None:
+        super().__init__(retry=retry, sleep=sleep, max_ban_s=max_ban_s)
         if sign_method not in signing.SIGN_METHODS:
             raise ValueError(f"unknown sign_method {sign_method!r}")
         self.url = url
@@ -121,6 +135,8 @@ class TopProvider(Provider):
         self.sign_method = sign_method
         self.parallelism = parallelism
         self.timeout_s = timeout_s
+        self.deadline_s = deadline_s
+        self.breaker = CircuitBreaker(max_failures)
         self.methods = {**DEFAULT_METHODS, **(methods or {})}
         self._clock = clock or (lambda: datetime.now(UTC))
         self.limiter = ClientLimiter(qps)
@@ -130,10 +146,11 @@ class TopProvider(Provider):
         self.sent: Counter[str] = Counter()
         self.answered: Counter[str] = Counter()
         self.errors: Counter[str] = Counter()
+        limits = httpx.Limits(max_connections=parallelism + 2, max_keepalive_connections=parallelism + 2)
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s),
-            limits=httpx.Limits(max_connections=parallelism + 2, max_keepalive_connections=parallelism + 2),
-            headers={"User-Agent": "reconciler-top"},
+            timeout=httpx.Timeout(min(timeout_s, deadline_s)),
+            transport=DeadlineTransport(limits=limits),
+            headers={"User-Agent": "reconciler-top", "Accept-Encoding": "gzip, deflate"},
             follow_redirects=False,
         )
         _MASK_LOG.register(self, self._secrets)
@@ -143,6 +160,10 @@ class TopProvider(Provider):
     def close(self) -> None:
         self._http.close()
         _MASK_LOG.withdraw(self)
+
+    def hurry(self) -> None:
+        super().hurry()
+        self.limiter.hurry(HURRY_WAIT_S)
 
     def counters(self) -> dict[str, dict[str, int]]:
         """Requests sent and answered per method, and errors by code/kind (benchmarks, tests)."""
@@ -167,62 +188,96 @@ class TopProvider(Provider):
     def _request(self, op: str, shop: str | None, business: dict[str, str]) -> dict[str, Any]:
         """One signed call; the response body inside ``<method>_response``, or a ProviderError."""
         method = self.methods[op]
+        if self.breaker.opened is not None:
+            raise FatalProviderError(f"{method}: not sent: {self.breaker.opened}")
         system = {"method": method, "app_key": self.app_key, "timestamp": signing.timestamp(self._clock()),
                   "v": "2.0", "format": "json", "sign_method": self.sign_method}
         if shop is not None:
             system["session"] = self._session(shop)
             business = {"shop_id": shop, **business}
         system["sign"] = signing.sign({**system, **business}, self._secret, self.sign_method)
-        self.limiter.acquire()
+        try:
+            self.limiter.acquire()
+        except Banned as e:
+            raise ProviderError(f"{method}: not sent: {e} and the run is being interrupted", code=7) from None
         self._count(self.sent, method)
         log.debug("%s %s", method, shop or "")
+        status, raw = self._exchange(method, system, business, write=op in _WRITES)
+        if status != 200:
+            self._count(self.errors, f"http-{status}")
+            raise ProviderError(self._mask(f"{method}: the gateway answered HTTP {status}: {wire.excerpt(raw)}"))
         try:
-            resp = self._http.post(self.url, params=system, data=business)
+            answer = wire.unwrap(signing.response_key(method), wire.decode(raw))
+        except wire.NotJson as e:  # a proxy's page, a body cut short: worth another try (a write is settled by a read)
+            self._count(self.errors, "bad-json")
+            raise _Ambiguous(self._mask(f"{method}: {e}"), retryable=True) from None
+        except wire.MalformedAnswer as e:
+            self._count(self.errors, "bad-answer")
+            raise wire.MalformedAnswer(self._mask(f"{method}: {e}"), ambiguous=op in _WRITES) from None
+        self._count(self.answered, method)
+        if isinstance(answer, wire.Refusal):
+            raise self._refusal(method, answer)
+        return answer
+
+    def _exchange(self, method: str, system: dict[str, str], business: dict[str, str], *, write: bool) -> tuple[int, bytes]:
+        """POST one request: the HTTP status and the decoded body, by the deadline and within the size cap.
+
+        A request that gets no answer at all is a transport failure (counted by the circuit
+        breaker); a write's is ambiguous: it may have reached the platform."""
+        failure: ProviderError
+        try:
+            with deadline(self.deadline_s) as end, self._http.stream("POST", self.url, params=system, data=business) as resp:
+                if resp.status_code >= 500:
+                    self._count(self.errors, f"http-{resp.status_code}")
+                    failure = _Ambiguous(f"{method}: the gateway answered HTTP {resp.status_code}", retryable=True)
+                else:
+                    declared = resp.headers.get("content-length", "")
+                    inflater = wire.Inflater(resp.headers.get("content-encoding"))
+                    if declared.isdigit() and int(declared) > wire.MAX_ANSWER_BYTES:
+                        raise wire.too_large()
+                    for chunk in resp.iter_raw():
+                        if time.monotonic() > end:  # a proxied request (the transport's deadline is not on it)
+                            raise httpx.ReadTimeout("the request's deadline passed")
+                        inflater.feed(chunk)
+                    body = inflater.finish()
+                    self.breaker.success()
+                    return resp.status_code, body
+        except wire.MalformedAnswer as e:  # too large, an encoding we did not ask for, corrupt: the gateway did answer
+            self.breaker.success()
+            self._count(self.errors, "bad-answer")
+            raise wire.MalformedAnswer(self._mask(f"{method}: {e}"), ambiguous=write) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             self._count(self.errors, "connect")
-            raise ProviderError(f"{method}: cannot reach the platform ({type(e).__name__}: {self._mask(str(e))})",
-                                retryable=True, unreachable=True) from None
+            failure = ProviderError(f"{method}: cannot reach the platform ({type(e).__name__}: {self._mask(str(e))})",
+                                    retryable=True, unreachable=True)
         except httpx.TimeoutException:
-            self._count(self.errors, "timeout")
-            raise _Ambiguous(f"{method}: no answer within {self.timeout_s:g} s", retryable=True) from None
+            late = time.monotonic() >= end
+            self._count(self.errors, "deadline" if late else "timeout")
+            failure = _Ambiguous(f"{method}: no complete answer within the deadline of {self.deadline_s:g} s"
+                                 " (provider.deadline_s)" if late else f"{method}: no answer within {self.timeout_s:g} s",
+                                 retryable=True)
         except httpx.HTTPError as e:
             self._count(self.errors, "connection")
-            raise _Ambiguous(f"{method}: the connection failed before the answer ({type(e).__name__}:"
-                             f" {self._mask(str(e))})", retryable=True) from None
-        if resp.status_code >= 500:
-            self._count(self.errors, f"http-{resp.status_code}")
-            raise _Ambiguous(f"{method}: the gateway answered HTTP {resp.status_code}", retryable=True)
-        if resp.status_code != 200:
-            self._count(self.errors, f"http-{resp.status_code}")
-            raise ProviderError(f"{method}: the gateway answered HTTP {resp.status_code}: {self._mask(resp.text)}")
-        try:
-            data = resp.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            self._count(self.errors, "bad-json")
-            raise _Ambiguous(f"{method}: the gateway's answer is not JSON: {self._mask(resp.text)}", retryable=True) from None
-        self._count(self.answered, method)
-        if isinstance(data, dict) and isinstance(data.get("error_response"), dict):
-            raise self._refusal(method, data["error_response"])
-        body = data.get(signing.response_key(method)) if isinstance(data, dict) else None
-        if not isinstance(body, dict):
-            self._count(self.errors, "bad-envelope")
-            raise ProviderError(f"{method}: unexpected answer (no {signing.response_key(method)}): {self._mask(resp.text)}")
-        return body
+            failure = _Ambiguous(f"{method}: the connection failed before the answer ({type(e).__name__}:"
+                                 f" {self._mask(str(e))})", retryable=True)
+        if self.breaker.failure(str(failure)):
+            self._count(self.errors, "breaker")
+            raise FatalProviderError(f"{failure}; that is {self.breaker.limit} requests in a row without an answer:"
+                                     " the run stops (provider.max_failures)", ambiguous=write and not failure.unreachable)
+        raise failure
 
-    def _refusal(self, method: str, err: dict[str, Any]) -> ProviderError:
-        code = err.get("code")
-        code = int(code) if isinstance(code, int | str) and str(code).isdigit() else None
-        sub_code = str(err.get("sub_code") or "") or None
-        sub_msg = str(err.get("sub_msg") or "")
-        msg = str(err.get("msg") or "")
-        self._count(self.errors, sub_code or f"code-{code}")
-        ban: float | None = None
-        if code == 7:
-            m = _BAN.search(sub_msg) or _BAN.search(msg)
-            ban = float(m.group(1)) if m else 1.0
+    def _refusal(self, method: str, r: wire.Refusal) -> ProviderError:
+        self._count(self.errors, r.sub_code or f"code-{r.code}")
+        ban = r.ban_s
+        if ban is not None:
+            if ban > self.max_ban_s:  # told before the limiter hears of it: no thread waits it out
+                return FatalProviderError(
+                    f"{method}: the platform banned the app for {wire.seconds(ban)}, longer than provider.max_ban_s"
+                    f" ({self.max_ban_s:g} s): the run stops; try again after the ban", code=r.code, sub_code=r.sub_code)
             self.limiter.banned(ban)
-        text = self._mask(f"{sub_msg or msg} ({method}, code {code})" if sub_msg or msg else f"({method}, code {code})")
-        return platform_error(code, sub_code, text, ban_seconds=ban)
+        said = r.sub_msg or r.msg
+        text = self._mask(f"{said} ({method}, code {r.code})" if said else f"({method}, code {r.code})")
+        return platform_error(r.code, r.sub_code, text, ban_seconds=ban)
 
     # ------------------------------------------------------------------ reads
 
@@ -259,13 +314,12 @@ class TopProvider(Provider):
 
     def _read_one(self, shop: str) -> ShopState:
         body = self._request("get", shop, {})
-        if str(body.get("shop_id")) != shop:
-            raise ProviderError(f"the platform answered for shop {body.get('shop_id')!r} when asked for {shop};"
-                                f" check the session key of {shop} in {self._sessions_source}")
         try:
-            return state_from_body(body)
-        except (ValueError, TypeError, AssertionError) as e:
-            raise ProviderError(f"unexpected erp.binding.get answer for shop {shop}: {self._mask(str(e))}") from None
+            return wire.shop_state(self.methods["get"], shop, body)
+        except wire.WrongShop as e:
+            raise wire.WrongShop(self._mask(f"{e}; check the session key of {shop} in {self._sessions_source}")) from None
+        except wire.MalformedAnswer as e:
+            raise wire.MalformedAnswer(self._mask(str(e))) from None
 
     def _peek(self, shop: str) -> ShopState | None:
         """One read without retries, to settle an ambiguous write; None when it fails too."""
@@ -280,20 +334,20 @@ class TopProvider(Provider):
 
     def _check_app(self, appkey: str, scenario: Scenario) -> AppCheck:
         body = self._request("check", None, {"appkey": appkey, "scenario": scenario.value})
-        return AppCheck(
-            appkey=appkey, scenario=scenario, exists=bool(body.get("exists")), integrated=bool(body.get("integrated")),
-            name=body.get("name") if isinstance(body.get("name"), str) else None,
-            detail_whitelisted=bool(body.get("detail_whitelisted")),
-            syncs_order_status=bool(body.get("syncs_order_status", True)),
-        )
+        try:
+            return wire.app_check(self.methods["check"], appkey, scenario, body)
+        except wire.MalformedAnswer as e:
+            raise wire.MalformedAnswer(self._mask(str(e))) from None
 
     # ------------------------------------------------------------------ writes
 
-    def _write(self, op: str, shop: str, params: dict[str, str], done: Callable[[ShopState], bool]) -> ShopState | dict[str, Any]:
+    def _write(self, op: str, shop: str, params: dict[str, str], done: Callable[[ShopState], bool],
+               confirm: Callable[[dict[str, Any]], W]) -> ShopState | W:
         """A compare-and-set write, settled by a read when the network leaves it ambiguous.
 
-        Returns the response body, or the shop's state when a read showed that an earlier,
-        interrupted attempt of this same write took effect.
+        Returns what ``confirm`` makes of the answer (it raises when the answer does not
+        confirm the value asked for: the write failed, and may or may not have landed), or the
+        shop's state when a read showed that an earlier, interrupted attempt took effect.
         """
         ident = (op, shop, *sorted(params.items()))
         pending = getattr(self._tls, "ambiguous", None) == ident
@@ -326,22 +380,30 @@ class TopProvider(Provider):
                 self._tls.ambiguous = None
             raise
         self._tls.ambiguous = None
-        return body
+        try:
+            return confirm(body)
+        except wire.MalformedAnswer as e:
+            raise wire.MalformedAnswer(self._mask(f"{e}; the write counts as failed, whether it took effect is unknown"),
+                                       ambiguous=True) from None
 
     def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
         params = {"scenario": scenario.value, "appkey": appkey, "expected_appkey": expected or ""}
-        out = self._write("bind", shop, params, lambda s: s.appkey(scenario) == appkey)
-        if isinstance(out, ShopState):
-            return out.bindings[scenario]
-        return Binding(scenario=scenario, appkey=appkey, revision=int(out.get("revision") or 0))
+        method = self.methods["bind"]
+        out = self._write("bind", shop, params, lambda s: s.appkey(scenario) == appkey,
+                          lambda body: wire.confirm_bind(method, scenario, appkey, body))
+        return out.bindings[scenario] if isinstance(out, ShopState) else out
 
     def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None:
         params = {"scenario": scenario.value, "expected_appkey": expected}
-        self._write("unbind", shop, params, lambda s: s.appkey(scenario) is None)
+        method = self.methods["unbind"]
+        self._write("unbind", shop, params, lambda s: s.appkey(scenario) is None,
+                    lambda body: wire.confirm_unbind(method, scenario, body))
 
     def _set_self_service(self, shop: str, enabled: bool, expected: bool) -> None:
         params = {"enabled": _flag(enabled), "expected": _flag(expected)}
-        self._write("selfservice", shop, params, lambda s: s.buyer_self_service is enabled)
+        method = self.methods["selfservice"]
+        self._write("selfservice", shop, params, lambda s: s.buyer_self_service is enabled,
+                    lambda body: wire.confirm_self_service(method, enabled, body))
 
 
 def _flag(value: bool) -> str:
