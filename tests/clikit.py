@@ -84,6 +84,7 @@ class Proc:
             self.popen = subprocess.Popen([*cmd, "-C", str(config_dir), *args], stdin=subprocess.DEVNULL, stdout=out,
                                           stderr=err, env=cli_env(env))
         self.started = time.monotonic()
+        _STARTED.append(self)
 
     @property
     def pid(self) -> int:
@@ -116,6 +117,19 @@ class Proc:
             os.kill(self.popen.pid, signal.SIGKILL)
         self.popen.wait(timeout=30)
         return self._done()
+
+
+_STARTED: list[Proc] = []
+
+
+def reap() -> None:
+    """Kill and wait for every process a test started and left running (a failed test), so
+    none outlives it: a Popen collected later would warn (an error) in another test."""
+    while _STARTED:
+        p = _STARTED.pop()
+        if p.popen.poll() is None:
+            p.popen.kill()
+        p.popen.wait(timeout=30)
 
 
 def run(config_dir: Path, *args: str, env: Mapping[str, str] | None = None, timeout: float = 60) -> Done:

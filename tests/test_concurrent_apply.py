@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clikit import ALL, NEW, Done, GatedAgency, Proc, history_json, revisions, rotating_agency, shop_ids, wait_for
+from clikit import ALL, NEW, Done, GatedAgency, Proc, history_json, reap, revisions, rotating_agency, shop_ids, wait_for
 
 from reconciler.shard import parse_shard
 from reconciler.state import LockInfo, open_store
@@ -29,6 +29,12 @@ LATENCY_S = 0.02
 IDS = shop_ids(12)
 FIRST = IDS[0:6]
 OTHERS = {"second": IDS[3:9], "third": IDS[6:12]}  # the second overlaps the first; the third only the second
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    yield
+    reap()
 
 
 @pytest.fixture

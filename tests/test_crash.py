@@ -46,6 +46,7 @@ from clikit import (
     GatedAgency,
     Proc,
     history_json,
+    reap,
     revisions,
     rotating_agency,
     settings,
@@ -64,6 +65,12 @@ LATENCY_S = 0.005
 KILLS = 20
 MAX_ROUNDS = 32
 LEASE_ROUND = 3  # the round whose dead run is left to its lease (state.lock_lease_s: 1) instead of unlocked
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    yield
+    reap()
 
 
 @dataclass

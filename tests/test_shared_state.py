@@ -20,6 +20,7 @@ import socket
 import sqlite3
 import threading
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -32,6 +33,7 @@ from clikit import (
     Proc,
     history_json,
     in_process,
+    reap,
     revisions,
     rotating_agency,
     settings,
@@ -45,6 +47,12 @@ from reconciler.state import DEFAULT_URL, open_store
 from reconciler.state.schema import CURRENT
 
 IDS = shop_ids(3)  # 100001..100003, all three scenarios rotating OLD → NEW
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    yield
+    reap()
 
 
 # ---------------------------------------------------------------------- two config dirs, one PostgreSQL
