@@ -76,8 +76,8 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     whole = load(ctx, shops)
     config = in_shard(whole, shard)
     wanted = config.desired(configured=None if shops else [s.id for s in whole.shops])
-    store = store_for(config.settings, config.dir, create=False)
     with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
+        store = store_for(config.settings, config.dir, create=False)  # after the provider: one that fails leaks no store
         try:
             report = audit(wanted, provider, history=store, shard=shard, progress=progress_printer("drift"),
                            auth=auth_errors(ctx))
