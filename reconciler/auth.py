@@ -515,7 +515,7 @@ class Renewer:
             cause = (" (a renewal interrupted earlier may have spent it)" if took_over else
                      " (an earlier attempt whose answer was lost may have spent it)" if e.ambiguous else "")
             note = f"the platform refused the refresh token at {format_time(at)}{cause}"
-            self.store.release_renewal(shop, holder, note=note)
+            self.store.release_renewal(shop, holder, note=note, spent=True)
             still = (f"; the current token works until {row.expires_at}"
                      if row.expires_at and (_at(row.expires_at) or at) > at else "")
             return Renewal(shop, Outcome.dead, f"{note}: {e}{still}; {REAUTHORIZE}", expires_at=row.expires_at)

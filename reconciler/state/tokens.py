@@ -148,14 +148,18 @@ class TokenOps(StoreBase):
                 return Claim(row=_row(again) if again is not None else None, held=False)
         return Claim(row=row, held=True, took_over=took_over)
 
-    def release_renewal(self, shop: str, holder: str, *, note: str | None = None, keep_note: bool = False) -> None:
+    def release_renewal(self, shop: str, holder: str, *, note: str | None = None, keep_note: bool = False,
+                        spent: bool = False) -> None:
         """Free ``holder``'s claim of ``shop`` (a no-op when it does not hold it); ``note``: why
-        the renewal failed, kept with the row until the next write (no secret in it)."""
+        the renewal failed, kept with the row until the next write (no secret in it);
+        ``spent``: the platform refused the stored refresh token — the row is no longer refreshable."""
         with self._write() as conn:
             values: dict[str, object] = {"claim": None, "claim_host": None, "claim_pid": None, "claim_until": None,
                                          "claim_since": None}
             if not keep_note:
                 values["note"] = note
+            if spent:
+                values["refreshable"] = 0
             conn.execute(sa.update(tokens).where(tokens.c.shop == shop, tokens.c.claim == holder).values(**values))
 
     def delete_token(self, shop: str) -> bool:
