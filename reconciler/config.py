@@ -1,52 +1,68 @@
 """The configuration directory → validated, resolved desired state.
 
-Reads ``reconciler.yaml`` (optional), ``erps.yaml`` and ``shops/*.yaml``; validates each
-file strictly with the spec models (``located`` turns their errors into messages with
-``file:line:column``); then checks what spans files (unknown ERP names, duplicate shop
-ids, virtualAppKey placement) and resolves every managed scenario to an appkey. Every
-problem is collected and raised together as one ``ConfigError``; warnings are returned
-with the config.
+Reads ``reconciler.yaml`` (optional), ``erps.yaml``, ``profiles.yaml`` (optional),
+``waivers.yaml`` (optional) and every ``shops/**/*.yaml`` (any folder depth, ``.yaml`` or
+``.yml``, hidden files and folders skipped); validates each file strictly with the spec
+models (``located`` turns their errors into messages with ``file:line:column``); then
+checks what spans files (unknown ERP and profile names, duplicate shop ids, virtualAppKey
+placement) and resolves every managed scenario to an appkey (``resolve``). Every problem is
+collected and raised together as one ``ConfigError``; warnings are returned with the config.
+
+Paths in messages are the config directory as given plus the path inside it
+(``configs/shops/acme/a.yaml``), whatever symlinks lie behind. Under ``shops/`` only what
+stays inside the config directory is read: a symlink that leads out of it is an error, as
+is an entry named ``*.yaml`` that is not a regular file (a FIFO, a device): nothing is
+silently left unmanaged, and nothing outside the directory is ever read or echoed.
 
 One run reports everything it can: a file with an invalid shop still has its valid shops
 checked against the rest (unknown ERPs, duplicate ids), an invalid shop still has its
 well-formed references checked, and an ``erps.yaml`` with an invalid entry still serves
-its valid ones; a reference to the invalid entry is not reported a second time.
+its valid ones; a reference to the invalid entry is not reported a second time. An error
+in a profile is reported once, in ``profiles.yaml``, naming the shops that use it.
 """
 
 from __future__ import annotations
 
-import difflib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
-from typing import Any
 
+from . import clock
 from .errors import ConfigError, Issue
 from .located import load_file, valid_or_none, validate_file
 from .model import (
-    SCENARIOS,
-    SHOP_ID_RE,
-    VIRTUAL_APPKEY,
     Desired,
-    DesiredBinding,
     DesiredShop,
     ErpsFile,
     ErpSpec,
-    Scenario,
-    ScenarioSpec,
+    ProfilesFile,
+    ProfileSpec,
     Settings,
     ShopsFile,
     ShopSpec,
     Source,
-    appkey_problem,
+    Waiver,
+    WaiversFile,
     names_by_appkey,
 )
+from .resolve import At, Catalog, Profile, check_appkey, check_profile, raw_id, resolve_shop
+from .resolve import Sink as _Sink
 from .yamlio import Document, PathT, path_str, paused_gc
 
 SETTINGS_FILE = "reconciler.yaml"
 ERPS_FILE = "erps.yaml"
+PROFILES_FILE = "profiles.yaml"
+WAIVERS_FILE = "waivers.yaml"
 SHOPS_DIR = "shops"
+SHOP_SUFFIXES = (".yaml", ".yml")   # compared case-insensitively: x.YAML is a shop file too
+USERS_SHOWN = 10                    # shops named after an error in a profile (then: "and N more")
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n:,} {word}" + ("" if n == 1 else "s")
+WAIVER_HORIZON = timedelta(days=366)  # a waiver that ends later than this is warned about
 
 
 @dataclass
@@ -60,9 +76,12 @@ class Config:
     warnings: list[Issue] = field(default_factory=list)
     settings_file: str | None = None
     # The safety threshold is measured against the whole configuration, not only the shops a
-    # --shop or --shard selection leaves (a small selection must not slip under min_managed).
+    # --shop, --select or --shard selection leaves (a small selection must not slip under min_managed).
     managed_total: int = 0
     selected_by_shop: bool = False
+    profiles: dict[str, ProfileSpec] = field(default_factory=dict)
+    waivers: list[Waiver] = field(default_factory=list)
+    today: date | None = None   # the day (China time) the waivers were judged on
 
     def erp_names_by_appkey(self) -> dict[str, str]:
         return names_by_appkey(self.erps)
@@ -72,7 +91,7 @@ class Config:
         shop id of the whole configuration, for drift's unknown shops)."""
         return Desired(shops=self.shops, erp_names=self.erp_names_by_appkey(), safety=self.settings.safety,
                        managed_total=self.managed_total or None, share_of_total=self.selected_by_shop,
-                       configured=frozenset(configured) if configured is not None else None)
+                       configured=frozenset(configured) if configured is not None else None, waivers=self.waivers)
 
 
 # --------------------------------------------------------------------------- the directory
@@ -82,15 +101,92 @@ def _display(config_dir: str, rel: str) -> str:
     return os.path.join(config_dir, rel) if config_dir not in ("", ".") else rel
 
 
-def shop_files(root: Path) -> list[Path]:
-    """Every ``*.yaml``/``*.yml`` entry of ``shops/`` except hidden ones (editor lock files).
+def is_shop_file(name: str) -> bool:
+    return name.lower().endswith(SHOP_SUFFIXES) and not name.startswith(".")
 
-    Entries that are not readable files (a directory, a dangling link) are returned too, so
-    that reading them reports an error instead of their shops silently becoming unmanaged."""
-    d = root / SHOPS_DIR
-    if not d.is_dir():
-        return []
-    return sorted(p for p in d.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith("."))
+
+@dataclass(frozen=True)
+class ShopFile:
+    path: Path     # as reached through the config dir (symlinks unresolved)
+    rel: str       # relative to the config dir, with /: shops/acme/a.yaml
+
+
+def shop_files(root: Path, shown: str = "") -> tuple[list[ShopFile], list[Issue]]:
+    """Every shop file under ``shops/``, at any depth, in path order; and the entries that
+    cannot be read as one (each an error naming its path): a symlink out of the config
+    directory, a dangling one named like a shop file, a folder that cannot be listed, a
+    symlink loop. Hidden files and folders (editor lock files, ``.git``) are skipped; an
+    entry named ``*.yaml`` that is not a regular file is returned, so that reading it says why."""
+    top = root / SHOPS_DIR
+    files: list[ShopFile] = []
+    issues: list[Issue] = []
+    try:
+        inside = root.resolve(strict=True)
+    except (OSError, RuntimeError):
+        return files, issues
+
+    def problem(rel: str, message: str) -> None:
+        issues.append(Issue(_display(shown, rel), 0, 0, "", message))
+
+    def outside(path: Path, rel: str) -> Path | None:
+        """The real folder/file a path leads to, or None (reported) when it leaves the config dir."""
+        try:
+            real = path.resolve(strict=True)
+        except (OSError, RuntimeError) as e:  # dangling, or a loop
+            if isinstance(e, RuntimeError) or getattr(e, "errno", None) == 40:
+                problem(rel, "cannot read: a symbolic link loop")
+            elif path.is_symlink() and is_shop_file(path.name):
+                problem(rel, "cannot read: No such file or directory (a symbolic link to nothing)")
+            return None
+        if not real.is_relative_to(inside):
+            problem(rel, "a symbolic link that leads out of the config directory: not read"
+                         " (files under shops/ must be inside the config directory)")
+            return None
+        return real
+
+    seen: set[Path] = set()
+
+    def visit(folder: Path, rel: str) -> None:
+        real = outside(folder, rel)
+        if real is None:
+            return
+        if real in seen:
+            problem(rel, "a symbolic link to a folder already read (a loop): not read again")
+            return
+        seen.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as e:
+            problem(rel, f"cannot read the folder: {e.strerror}")
+            return
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            erel = f"{rel}/{entry.name}"
+            path = Path(entry.path)
+            try:
+                link = entry.is_symlink()
+                is_dir = entry.is_dir(follow_symlinks=False)
+            except OSError as e:
+                problem(erel, f"cannot read: {e.strerror}")
+                continue
+            if link:
+                target = outside(path, erel)
+                if target is None:
+                    continue
+                if target.is_dir():
+                    visit(path, erel)
+                elif is_shop_file(entry.name):
+                    files.append(ShopFile(path, erel))
+            elif is_dir:
+                visit(path, erel)
+            elif is_shop_file(entry.name):
+                files.append(ShopFile(path, erel))
+
+    if top.is_dir():
+        visit(top, SHOPS_DIR)
+    files.sort(key=lambda f: f.rel)
+    return files, issues
 
 
 def load_settings(config_dir: str | os.PathLike[str]) -> tuple[Settings, str | None]:
@@ -114,7 +210,7 @@ def _no_dir(root: Path, shown: str) -> Issue:
 
 def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | None:
     p = root / SETTINGS_FILE
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         return Settings()
     doc = load_file(p, _display(shown, SETTINGS_FILE), issues)
     if doc is None:
@@ -124,21 +220,27 @@ def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | No
     return validate_file(doc, Settings, None, issues)
 
 
-def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None) -> Config:
+def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None, today: date | None = None) -> Config:
     """Read and validate the whole directory; raise ConfigError with every problem found.
 
     ``shops`` limits the *result* to those shop ids; the whole directory is still
-    validated (a duplicate id in another file is an error either way).
+    validated (a duplicate id in another file is an error either way). ``today`` (China
+    time; default ``clock.today()``) is the day waivers are judged on.
     """
     root = Path(config_dir)
     shown = str(config_dir)
     if not root.is_dir():
         raise ConfigError([_no_dir(root, shown)])
+    day = today or clock.today()
     issues: list[Issue] = []
     with paused_gc():
         settings = _read_settings(root, shown, issues)
         catalog = _read_erps(root, shown, issues)
-        desired = _read_shops(root, shown, catalog, issues)
+        profiles = _read_profiles(root, shown, catalog)
+        desired, seen = _read_shops(root, shown, catalog, profiles, issues)
+        if profiles is not None:
+            issues += profiles.said()
+        waivers = _read_waivers(root, shown, seen, day, issues)
     if any(i.severity == "error" for i in issues):
         raise ConfigError(issues)
     assert settings is not None and catalog is not None
@@ -154,39 +256,20 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
         dir=root, settings=settings, erps=erps, shops=desired, warnings=warnings,
         settings_file=_display(shown, SETTINGS_FILE) if (root / SETTINGS_FILE).exists() else None,
         managed_total=managed_total, selected_by_shop=shops is not None,
+        profiles={n: p.spec for n, p in profiles.by_name.items() if p.spec is not None} if profiles else {},
+        waivers=waivers, today=day,
     )
 
 
-def _warn(issues: list[Issue], file: str, mark: tuple[int, int], path: PathT, msg: str) -> None:
-    issues.append(Issue(file, mark[0], mark[1], path_str(path), msg, severity="warning"))
+def _err(issues: list[Issue], doc: Document, path: PathT, msg: str, *, severity: str = "error") -> None:
+    line, col = doc.marks.at(path)
+    issues.append(Issue(doc.file, line, col, path_str(path), msg, severity=severity))
 
 
-def _err(issues: list[Issue], file: str, mark: tuple[int, int], path: PathT, msg: str) -> None:
-    issues.append(Issue(file, mark[0], mark[1], path_str(path), msg))
-
-
-def _check_appkey(issues: list[Issue], doc: Document, path: PathT, appkey: str, scenario: Scenario | None) -> None:
-    mark = doc.marks.at(path)
-    why = appkey_problem(appkey, scenario)
-    if why:
-        _err(issues, doc.file, mark, path, why)
-    elif appkey != VIRTUAL_APPKEY and len(appkey) != 8:
-        _warn(issues, doc.file, mark, path, f"appkey {appkey!r} has {len(appkey)} digits; ERP appkeys are usually 8")
-
-
-@dataclass(frozen=True)
-class _Catalog:
-    """The valid ERPs of ``erps.yaml``, and the names declared there with invalid entries
-    (their errors are reported once, in erps.yaml, not again at every reference)."""
-
-    specs: dict[str, ErpSpec]
-    broken: frozenset[str] = frozenset()
-
-
-def _read_erps(root: Path, shown: str, issues: list[Issue]) -> _Catalog | None:
+def _read_erps(root: Path, shown: str, issues: list[Issue]) -> Catalog | None:
     p = root / ERPS_FILE
     display = _display(shown, ERPS_FILE)
-    if not p.exists():
+    if not p.exists() and not p.is_symlink():
         issues.append(Issue(display, 0, 0, "", "missing: the ERP catalog is required (erps: {name: {name: ..., appkey: \"...\"}})"))
         return None
     doc = load_file(p, display, issues)
@@ -207,9 +290,10 @@ def _read_erps(root: Path, shown: str, issues: list[Issue]) -> _Catalog | None:
             if spec is not None and not _has_bad(doc, ("erps", name)):
                 specs[name] = spec
         broken = set(raw) - set(specs)
+    sink = _Sink(issues)
     for name, spec in specs.items():
-        _check_appkey(issues, doc, ("erps", name, "appkey"), spec.appkey, None)
-    return _Catalog(specs, frozenset(broken))
+        check_appkey(sink, At(doc, ("erps", name, "appkey")), spec.appkey, None)
+    return Catalog(specs, frozenset(broken))
 
 
 def _has_bad(doc: Document, base: PathT) -> bool:
@@ -218,15 +302,91 @@ def _has_bad(doc: Document, base: PathT) -> bool:
     return any(p[:n] == base for p in doc.marks.bad)
 
 
-def _read_shops(root: Path, shown: str, erps: _Catalog | None, issues: list[Issue]) -> list[DesiredShop]:
-    files = shop_files(root)
-    if not (root / SHOPS_DIR).is_dir():
-        issues.append(Issue(_display(shown, SHOPS_DIR), 0, 0, "", "no shops/ directory: no shop is managed", severity="warning"))
+# --------------------------------------------------------------------------- profiles
+
+
+@dataclass
+class _Profiles:
+    """``profiles.yaml``: its profiles, the issues found in it (said once, at the end, with
+    the shops that use each profile) and those users."""
+
+    doc: Document | None
+    by_name: dict[str, Profile]
+    issues: list[Issue]
+    users: dict[str, list[str]] = field(default_factory=dict)   # profile → "100001 at shops/a.yaml:2"
+
+    def said(self) -> list[Issue]:
+        """Every issue of profiles.yaml, each naming the shops that use the profile it is in;
+        a warning for each valid profile no shop uses."""
+        prefixes = sorted(((path_str(("profiles", n)), n) for n in self.by_name), key=lambda x: -len(x[0]))
+        out: list[Issue] = []
+        for i in self.issues:
+            name = next((n for pre, n in prefixes if i.path == pre or i.path.startswith((pre + ".", pre + "["))), None)
+            out.append(i if name is None else Issue(i.file, i.line, i.column, i.path, i.message + self._used_by(name),
+                                                    severity=i.severity))
+        for name, p in sorted(self.by_name.items()):
+            if p.spec is not None and not self.users.get(name):
+                line, col = p.at.doc.marks.at(p.at.path, key=True)
+                out.append(Issue(p.at.doc.file, line, col, path_str(p.at.path),
+                                 f"profile {name!r} is used by no shop", severity="warning"))
+        return out
+
+    def _used_by(self, name: str) -> str:
+        users = self.users.get(name, [])
+        if not users:
+            return " (no shop uses this profile)"
+        more = f" and {len(users) - USERS_SHOWN} more" if len(users) > USERS_SHOWN else ""
+        return f" (used by {plural(len(users), 'shop')}: {', '.join(users[:USERS_SHOWN])}{more})"
+
+
+def _read_profiles(root: Path, shown: str, catalog: Catalog | None) -> _Profiles | None:
+    p = root / PROFILES_FILE
+    if not p.exists() and not p.is_symlink():
+        return None
+    issues: list[Issue] = []
+    doc = load_file(p, _display(shown, PROFILES_FILE), issues)
+    if doc is None:
+        return _Profiles(None, {}, issues)
+    parsed = validate_file(doc, ProfilesFile, "profiles", issues)
+    raw = doc.data.get("profiles") if isinstance(doc.data, dict) else None
+    by_name: dict[str, Profile] = {}
+    if not isinstance(raw, dict):
+        return _Profiles(doc, by_name, issues)
+    for name in raw:
+        at = At(doc, ("profiles", name))
+        if parsed is not None:
+            spec: ProfileSpec | None = parsed.profiles[name]
+        else:
+            spec = None if _has_bad(doc, at.path) else valid_or_none(ProfileSpec, raw[name])
+        by_name[name] = Profile(name, spec, at)
+        if not _has_bad(doc, at.path):
+            check_profile(by_name[name], catalog, issues)
+    return _Profiles(doc, by_name, issues)
+
+
+# --------------------------------------------------------------------------- shops
+
+
+def _read_shops(root: Path, shown: str, erps: Catalog | None, profiles: _Profiles | None,
+                issues: list[Issue]) -> tuple[list[DesiredShop], set[str]]:
+    """The resolved shops, and every valid shop id declared (valid shops or not)."""
+    top = root / SHOPS_DIR
+    if not top.is_dir():
+        if top.exists() or top.is_symlink():
+            issues.append(Issue(_display(shown, SHOPS_DIR), 0, 0, "",
+                                "is not a folder: shops are declared in YAML files inside a shops/ folder"))
+        else:
+            issues.append(Issue(_display(shown, SHOPS_DIR), 0, 0, "", "no shops/ directory: no shop is managed",
+                                severity="warning"))
+    files, found = shop_files(root, shown)
+    issues += found
+    by_name = profiles.by_name if profiles is not None else None
+    unreadable = profiles is not None and profiles.doc is None   # said in profiles.yaml; no shop blamed for it
+    mute = profiles.doc if profiles is not None else None
     seen: dict[str, str] = {}
     out: list[DesiredShop] = []
-    for p in files:
-        display = _display(shown, f"{SHOPS_DIR}/{p.name}")
-        doc = load_file(p, display, issues)
+    for f in files:
+        doc = load_file(f.path, _display(shown, f.rel), issues)
         if doc is None:
             continue
         parsed = validate_file(doc, ShopsFile, "shops", issues)
@@ -240,157 +400,81 @@ def _read_shops(root: Path, shown: str, erps: _Catalog | None, issues: list[Issu
                 continue
             specs = [valid_or_none(ShopSpec, item) for item in raw]
         for i, shop in enumerate(specs):
-            base: PathT = ("shops", i)
-            sid = shop.id if shop is not None else _raw_id(doc, base)
+            at = At(doc, ("shops", i))
+            sid = shop.id if shop is not None else raw_id(at)
             if sid is not None:  # (an invalid id is reported; the shop's references are still checked)
                 if sid in seen:
-                    _err(issues, doc.file, doc.marks.at((*base, "id")), (*base, "id"),
-                         f"duplicate shop id {sid!r} (also at {seen[sid]})")
+                    _err(issues, doc, (*at.path, "id"), f"duplicate shop id {sid!r} (also at {seen[sid]})")
                     continue
-                seen[sid] = f"{doc.file}:{doc.marks.at(base)[0]}"
-            if _has_bad(doc, base):
+                seen[sid] = at.where()
+            if profiles is not None:
+                _note_user(profiles, at, shop, sid)
+            if _has_bad(doc, at.path):
                 continue
-            resolved = _resolve_shop(doc, base, shop, erps, issues)
+            resolved = resolve_shop(at, shop, erps, by_name, issues, mute=mute, profiles_unreadable=unreadable)
             if resolved is not None:
                 out.append(resolved)
     out.sort(key=lambda s: s.id)
+    return out, set(seen)
+
+
+def _note_user(profiles: _Profiles, at: At, shop: ShopSpec | None, sid: str | None) -> None:
+    name = shop.profile if shop is not None else None
+    if shop is None:
+        item = at.doc.data["shops"][at.path[1]]
+        name = item.get("profile") if isinstance(item, dict) and isinstance(item.get("profile"), str) else None
+    if name is not None:
+        profiles.users.setdefault(name, []).append(f"{sid or path_str(at.path)} at {at.where()}")
+
+
+# --------------------------------------------------------------------------- waivers
+
+
+def _read_waivers(root: Path, shown: str, shop_ids: set[str], today: date, issues: list[Issue]) -> list[Waiver]:
+    """The waivers, with their checks that need no platform: required keys (a reason and an
+    end date), kinds that may be waived, no two for one problem; warnings for a waiver of a
+    shop the configuration does not declare, one that has ended, one that ends in over a year."""
+    p = root / WAIVERS_FILE
+    if not p.exists() and not p.is_symlink():
+        return []
+    doc = load_file(p, _display(shown, WAIVERS_FILE), issues)
+    if doc is None:
+        return []
+    parsed = validate_file(doc, WaiversFile, "waivers", issues)
+    if parsed is None:
+        return []
+    out: list[Waiver] = []
+    first: dict[tuple[str, str | None, str], str] = {}
+    for i, w in enumerate(parsed.waivers):
+        base: PathT = ("waivers", i)
+        line = doc.marks.at(base)[0]
+        waiver = Waiver(shop=w.shop, scenario=w.scenario, kind=w.kind, until=w.until, reason=w.reason.strip(),
+                        source=Source(file=doc.file, line=line))
+        key = (w.shop, w.scenario.value if w.scenario else None, w.kind)
+        if key in first:
+            _err(issues, doc, base, f"a second waiver for shop {w.shop} {key[1] or '(any scenario)'} {w.kind}"
+                                    f" (also at {first[key]}): keep one, with one end date and one reason")
+            continue
+        first[key] = f"{doc.file}:{line}"
+        if w.shop not in shop_ids:
+            _err(issues, doc, (*base, "shop"), f"shop {w.shop} is not declared in the configuration: this waiver matches"
+                                               " nothing", severity="warning")
+        if w.until < today:
+            _err(issues, doc, (*base, "until"), f"ended on {w.until.isoformat()} (China time): the problem it waived"
+                                                " counts again; fix it, or extend the waiver with a new reason",
+                 severity="warning")
+        elif w.until - today > WAIVER_HORIZON:
+            _err(issues, doc, (*base, "until"), f"ends on {w.until.isoformat()}, more than a year from now: a waiver"
+                                                " is meant to end; review it within a year", severity="warning")
+        out.append(waiver)
     return out
 
 
-def _raw_id(doc: Document, base: PathT) -> str | None:
-    """The id of a shop that failed validation, when the id itself is valid."""
-    item = doc.data["shops"][base[1]]
-    sid = item.get("id") if isinstance(item, dict) else None
-    return sid if isinstance(sid, str) and SHOP_ID_RE.match(sid) else None
-
-
-@dataclass(frozen=True)
-class _Wanted:
-    """What one declared scenario of a shop asks for. For a shop with schema errors the values
-    are the raw data's and may have any type: only the well-formed ones are checked."""
-
-    scenario: Scenario
-    unbound: bool
-    appkey: object = None
-    erp: object = None
-    spec: ScenarioSpec | None = None  # the validated spec; None for a shop with schema errors
-
-
-def _wanted(doc: Document, base: PathT, shop: ShopSpec | None) -> tuple[object, list[_Wanted]]:
-    """The shop's own ERP and what each declared scenario asks for: from the validated spec,
-    or from the raw data of a shop with schema errors."""
-    if shop is not None:
-        return shop.erp, [_Wanted(sc, spec.state == "unbound", spec.appkey, spec.erp, spec)
-                          for sc, spec in shop.scenarios.declared().items()]
-    item = doc.data["shops"][base[1]]
-    if not isinstance(item, dict):
-        return None, []
-    scenarios = item.get("scenarios")
-    wanted: list[_Wanted] = []
-    for key, raw in scenarios.items() if isinstance(scenarios, dict) else ():
-        if key in Scenario.__members__:
-            spec = raw if isinstance(raw, dict) else {}
-            wanted.append(_Wanted(Scenario(key), spec.get("state") == "unbound", _given(spec, "appkey"), _given(spec, "erp")))
-    return item.get("erp"), wanted
-
-
-_NULL = object()
-
-
-def _given(raw: dict[str, Any], key: str) -> object:
-    """A raw value, with a key written as null kept apart from an absent one: in a shop with
-    schema errors it names its source without a well-formed value, so nothing is checked."""
-    value = raw.get(key)
-    return _NULL if value is None and key in raw else value
-
-
-def _erp_ref(issues: list[Issue], doc: Document, path: PathT, name: str, erps: _Catalog | None) -> ErpSpec | None:
-    if erps is None or name in erps.broken:
-        return None
-    spec = erps.specs.get(name)
-    if spec is None:
-        names = sorted(erps.specs | dict.fromkeys(erps.broken))
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        hint = f"; did you mean {close[0]!r}?" if close else f"; erps.yaml defines: {', '.join(names) or 'none'}"
-        _err(issues, doc.file, doc.marks.at(path), path, f"unknown ERP {name!r}{hint}")
-    return spec
-
-
-def _resolve_shop(doc: Document, base: PathT, shop: ShopSpec | None, erps: _Catalog | None,
-                  issues: list[Issue]) -> DesiredShop | None:
-    """Resolve and check a shop's references once: ERP names, appkeys, virtualAppKey placement.
-
-    ``shop`` is the validated spec, or None for a shop with schema errors (reported already):
-    its well-formed references are still checked, so one run reports every error, but nothing
-    is built for it and what only a whole shop can be blamed for (no ERP to bind, buyer
-    self-service with state: unbound) is left for after its schema errors are fixed.
-    """
-    shop_erp, wanted = _wanted(doc, base, shop)
-    shop_ref = _erp_ref(issues, doc, (*base, "erp"), shop_erp, erps) if isinstance(shop_erp, str) else None
-    bindings: dict[Scenario, DesiredBinding] = {}
-    ok = True
-    for w in wanted:
-        sp: PathT = (*base, "scenarios", w.scenario.value)
-        source = _source(doc, base, sp, w, shop_erp, shop_ref, erps, issues, whole=shop is not None)
-        binding = _binding(doc, sp, w, *source, issues) if source is not None and w.spec is not None else None
-        if binding is None:
-            ok = False
-        else:
-            bindings[w.scenario] = binding
-    if not ok or shop is None:
-        return None
-    return DesiredShop(
-        id=shop.id, name=shop.name, erp=shop.erp, protect=shop.protect,
-        source=Source(file=doc.file, line=doc.marks.at(base)[0]),
-        bindings={s: bindings[s] for s in SCENARIOS if s in bindings},
-    )
-
-
-def _virtual_misplaced(erp_name: str, scenario: Scenario) -> str:
-    return f"ERP {erp_name!r} is virtualAppKey (Cainiao warehouses), valid for modify_address only, not {scenario.value}"
-
-
-def _source(doc: Document, base: PathT, sp: PathT, w: _Wanted, shop_erp: object, shop_ref: ErpSpec | None,
-            erps: _Catalog | None, issues: list[Issue], *, whole: bool) -> tuple[str | None, str | None, PathT] | None:
-    """One scenario's (appkey, ERP name, the path they come from); None when it cannot be resolved."""
-    if w.unbound or w.appkey is not None:
-        if not isinstance(w.appkey, str):
-            return (None, None, sp) if w.appkey is None else None
-        _check_appkey(issues, doc, (*sp, "appkey"), w.appkey, w.scenario)
-        return w.appkey, None, (*sp, "appkey")
-    if w.erp is not None:
-        name, path = w.erp, (*sp, "erp")
-        ref = _erp_ref(issues, doc, path, name, erps) if isinstance(name, str) else None
-    elif shop_erp is not None:
-        name, path, ref = shop_erp, (*base, "erp"), shop_ref
-    else:
-        if whole:
-            _err(issues, doc.file, doc.marks.at(sp, key=True), sp,
-                 "no ERP to bind: set erp on the shop or on the scenario, or appkey, or state: unbound")
-        return None
-    if ref is None or not isinstance(name, str):
-        return None
-    if ref.appkey == VIRTUAL_APPKEY and w.scenario is not Scenario.modify_address:
-        _err(issues, doc.file, doc.marks.at(path), path, _virtual_misplaced(name, w.scenario))
-        return None
-    return ref.appkey, name, path
-
-
-def _binding(doc: Document, sp: PathT, w: _Wanted, appkey: str | None, erp_name: str | None, src: PathT,
-             issues: list[Issue]) -> DesiredBinding | None:
-    """The desired binding of a valid shop's scenario, with its settings; None if they contradict it."""
-    assert w.spec is not None
-    extra: dict[str, Any] = {}
-    bss = getattr(w.spec, "buyer_self_service", None)
-    if bss is not None:
-        if w.unbound and bss:
-            _err(issues, doc.file, doc.marks.at((*sp, "buyer_self_service")), (*sp, "buyer_self_service"),
-                 "buyer self-service needs modify_address bound; it cannot be true with state: unbound")
-            return None
-        extra["buyer_self_service"] = bss
-        extra["buyer_self_service_source"] = Source(file=doc.file, line=doc.marks.at((*sp, "buyer_self_service"))[0])
-    edb = getattr(w.spec, "erp_detail_button", None)
-    if edb is not None:
-        extra["erp_detail_button"] = edb
-    return DesiredBinding(scenario=w.scenario, appkey=appkey, erp=erp_name,
-                          source=Source(file=doc.file, line=doc.marks.at(src)[0]), **extra)
+def labels_in_use(shops: Iterable[DesiredShop]) -> Mapping[str, Mapping[str, int]]:
+    """label key → value → how many shops carry it (for messages about selections)."""
+    out: dict[str, dict[str, int]] = {}
+    for s in shops:
+        for k, v in s.labels.items():
+            out.setdefault(k, {}).setdefault(v, 0)
+            out[k][v] += 1
+    return out

@@ -38,7 +38,7 @@ _UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff]")
 def scalar(text: str) -> str:
     """A YAML scalar that reads back as exactly this string (a double-quoted one whenever the
     text is not a plain word: every quote, backslash, newline and control character escaped)."""
-    if _PLAIN.match(text) and text.lower() not in _RESERVED:
+    if _PLAIN.fullmatch(text) and text.lower() not in _RESERVED:
         return text
     return _UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", json.dumps(text, ensure_ascii=False))
 

@@ -24,7 +24,8 @@ from pydantic import BaseModel, ValidationError
 
 from .errors import ConfigError, Issue
 from .model import TopSettings
-from .yamlio import Document, PathT, load, path_str, paused_gc, read_as
+from .vocab import WHOLE_FILE, excerpt
+from .yamlio import Document, PathT, load, number_text, path_str, paused_gc, read_as
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -90,46 +91,98 @@ def _step(cur: Any, part: str | int) -> Any:
     return None
 
 
-def _data_path(data: Any, loc: tuple[Any, ...]) -> PathT:
-    """Follow ``loc`` through the data: the path in the file.
+_TYPE_LABELS = frozenset({"str", "int", "float", "bool", "list", "dict", "none", "date", "datetime"})
 
-    pydantic adds parts that are not in the file: ``[key]`` for dict keys and the tag of a
-    discriminated union member (``provider.top.url``); those are dropped from the path.
+
+def _union_tag(cur: Any, part: Any) -> bool:
+    """Whether a ``loc`` part names the member of a (smart) union pydantic tried rather than
+    a key of the data: ``str``, a model's name, ``function-after[…]``."""
+    if not isinstance(part, str):
+        return False
+    if not isinstance(cur, dict):
+        return True   # a scalar or a list has no string keys: the part is a member's label
+    return part not in cur and (part in _TYPE_LABELS or "[" in part or part[:1].isupper())
+
+
+def _data_path(data: Any, loc: tuple[Any, ...], kind: str = "") -> tuple[PathT, PathT | None]:
+    """Follow ``loc`` through the data: the path in the file, and where a union's member
+    label was dropped from it (None if none was).
+
+    pydantic adds parts that are not in the file: ``[key]`` for dict keys, the tag of a
+    discriminated union member (``provider.top.url``) and the label of a smart union's
+    member (``session.str``); those are dropped from the path.
     """
     path: list[str | int] = []
+    union: PathT | None = None
     cur: Any = data
-    for part in loc:
+    for i, part in enumerate(loc):
         if part == "[key]":
             continue
         if isinstance(cur, dict) and part not in cur and cur.get("kind") == part:
             continue
+        last_key = i == len(loc) - 1 and isinstance(cur, dict) and kind in ("missing", "extra_forbidden")
+        if i > 0 and union is None and not last_key and _union_tag(cur, part):
+            union = tuple(path)
+            continue
         path.append(part)
         cur = _step(cur, part)
-    return tuple(path)
+    return tuple(path), union
 
 
-def _what(value: Any) -> str:
+_MISMATCH = frozenset({"string_type", "int_type", "float_type", "bool_type", "dict_type", "model_type",
+                       "model_attributes_type", "list_type", "date_type", "datetime_type", "enum", "literal_error"})
+_KIND_WORD = {"string_type": "a string", "int_type": "a whole number", "float_type": "a number", "bool_type": "true or false",
+              "dict_type": "a mapping", "model_type": "a mapping", "model_attributes_type": "a mapping", "list_type": "a list"}
+
+
+def _union_errors(doc: Document, errors: list[tuple[PathT, PathT | None, Any]]) -> list[tuple[PathT, PathT | None, Any]]:
+    """A smart union reports every member's failure. Where some member got past the value's
+    type (its errors are deeper), the others' type mismatches are noise; where none did,
+    their mismatches become one error: "expected a string or a mapping"."""
+    deeper = {u for path, u, err in errors if u is not None and (path != u or err["type"] not in _MISMATCH)}
+    out: list[tuple[PathT, PathT | None, Any]] = []
+    merged: dict[PathT, list[Any]] = {}
+    for path, u, err in errors:
+        if u is None:
+            out.append((path, u, err))
+        elif path == u and err["type"] in _MISMATCH:
+            if u not in deeper:
+                merged.setdefault(u, []).append(err)
+        else:
+            out.append((path, u, err))
+    for u, errs in merged.items():
+        words = list(dict.fromkeys(_KIND_WORD.get(e["type"], "another value") for e in errs))
+        first = dict(errs[0])
+        if len(words) > 1:
+            first = {**first, "type": "union_mismatch", "msg": " or ".join(words)}
+        out.append((u, None, first))
+    return out
+
+
+def _what(value: Any, *, limit: int | None = None) -> str:
+    """What a value is, for a message; a string only as a short excerpt (``vocab.excerpt``)."""
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
         return f"the boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
-        return f"the number {value}"
+        return f"the number {number_text(value)}"
     if isinstance(value, dict):
         return "a mapping"
     if isinstance(value, list):
         return "a list"
     if isinstance(value, str):
-        return f"the string {value!r}"
-    return f"the {type(value).__name__} {value}"
+        return f"the string {excerpt(value) if limit is None else excerpt(value, limit)}"
+    return f"the {type(value).__name__} {excerpt(str(value))}"
 
 
 def _num(x: Any) -> Any:
     """1.0 → 1 in messages (the bound of a float field is a float)."""
-    return int(x) if isinstance(x, float) and x.is_integer() else x
+    return int(x) if isinstance(x, float) and x.is_integer() and abs(x) < 1e15 else x
 
 
-_APPKEYISH = {"appkey", "id", "app_key"}
+_APPKEYISH = {"appkey", "id", "app_key", "shop"}
+_DIGITS = re.compile(r"[0-9]{1,32}")
 # keys whose values are secrets: never echoed in a message, never accepted in reconciler.yaml
 _SECRET_KEYS = frozenset({"app_secret", "secret", "session", "sessions", "session_key"})
 _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at most", "le"),
@@ -151,31 +204,38 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
         if key == "erp_detail_button":
             return path, "erp_detail_button applies to order_status only", True
         if key in _SECRET_KEYS and model is TopSettings:
-            return path, (f"unknown key {key!r}: secrets never go in the configuration; name the environment variable"
+            return path, (f"unknown key {excerpt(key)}: secrets never go in the configuration; name the environment variable"
                           " (app_secret_env, sessions_env) or the file (app_secret_file, sessions_file) that holds them"), True
         allowed = sorted(model.model_fields) if model else []
         close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of: {', '.join(allowed)}" if allowed else "")
-        return path, f"unknown key {key!r}{hint}", True
+        return path, f"unknown key {excerpt(key)}{hint}", True
     if kind == "missing":
         return path, f"missing required key {str(err['loc'][-1])!r}", False
     if kind == "string_type":
         raw = doc.marks.raw.get(path)
         if raw is not None and not isinstance(value, (dict, list)):
-            digits = "of digits " if last in _APPKEYISH and isinstance(value, int) and not isinstance(value, bool) else ""
-            return path, f"must be a quoted string {digits}({read_as(raw, value)}); write \"{raw}\"", False
+            digits = last in _APPKEYISH and isinstance(value, (int, float)) and not isinstance(value, bool)
+            if digits and not _DIGITS.fullmatch(raw):  # 0x186A1, -100001, 1_000, 1:30: quoting them is no better
+                return path, (f"must be a quoted string of digits ({read_as(raw, value)};"
+                              f" {excerpt(raw)} is not a string of digits either)"), False
+            hint = f'; write "{raw}"' if len(raw) <= 40 else "; write it in quotes"
+            return path, f"must be a quoted string {'of digits ' if digits else ''}({read_as(raw, value)}){hint}", False
         return path, f"expected a string, got {_what(value)}", False
     if kind == "string_pattern_mismatch":
-        return path, f"must be a string of digits, got {value!r}", False
+        return path, f"must be a string of digits, got {_what(value)}", False
     if kind == "bool_type":
         return path, f"expected true or false, got {_what(value)}", False
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return path, f"expected a whole number, got {_what(value)}", False
     if kind in ("float_type", "float_parsing"):
         return path, f"expected a number, got {_what(value)}", False
+    if kind == "finite_number":
+        raw = doc.marks.raw.get(path)
+        return path, f"must be a finite number, got {raw if raw is not None and len(raw) <= 40 else _what(value)}", False
     if kind in _BOUNDS:
         words, ctx_key = _BOUNDS[kind]
-        return path, f"must be {words} {_num(err['ctx'][ctx_key])}, got {_num(value)}", False
+        return path, f"must be {words} {_num(err['ctx'][ctx_key])}, got {number_text(_num(value))}", False
     if kind in ("dict_type", "model_type", "model_attributes_type"):
         return path, f"expected a mapping, got {_what(value)}", False
     if kind == "list_type":
@@ -186,14 +246,16 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
         return path, f"expected {err['ctx']['expected']}, got {_what(value)}", False
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", str(err["ctx"].get("expected_tags", "")))
-        tag = str(err["ctx"].get("tag"))
+        tag = str(err["ctx"].get("tag"))[:40]
         close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(tags)}"
-        return (*path, "kind"), f"unknown kind {tag!r}{hint}", False
+        return (*path, "kind"), f"unknown kind {excerpt(tag)}{hint}", False
     if kind == "union_tag_not_found":
         return path, "missing required key 'kind'", False
     if kind == "value_error":
         return path, str(err["ctx"]["error"]), False
+    if kind == "union_mismatch":
+        return path, f"expected {err['msg']}, got {_what(value)}", False
     return path, str(err["msg"]), False
 
 
@@ -201,14 +263,18 @@ def _validate(doc: Document, model: type[M], issues: list[Issue]) -> M | None:
     try:
         return model.model_validate(doc.data)
     except ValidationError as e:
-        for err in e.errors():
-            path = _data_path(doc.data, tuple(err["loc"]))
+        found = [(*_data_path(doc.data, tuple(err["loc"]), err["type"]), err) for err in e.errors()]
+        said: set[tuple[PathT, str]] = set()
+        for path, _, err in _union_errors(doc, found):
             if any(path[:len(b)] == b for b in doc.marks.bad):
                 continue  # the value could not be built: reported already
             if err["type"] == "extra_forbidden" and path in doc.marks.typed_keys:
                 continue  # "a key must be a quoted string" says it already
             target = _model_at(model, path[:-1], doc.data) if err["type"] == "extra_forbidden" else None
             path, msg, on_key = _message(err, doc, path, target)
+            if (path, msg) in said:
+                continue
+            said.add((path, msg))
             line, col = doc.marks.at(path, key=on_key)
             issues.append(Issue(doc.file, line, col, path_str(path), msg))
         return None
@@ -226,7 +292,8 @@ def validate_file(doc: Document, model: type[M], expect_key: str | None, issues:
     """The file's content as ``model``, or None with every reason in ``issues`` (located)."""
     if not isinstance(doc.data, dict):
         want = f"a mapping with the key {expect_key!r}" if expect_key else "a mapping"
-        got = "an empty file" if doc.data is None and not doc.marks.values else _what(doc.data)
+        # the whole file as one value (a symlink to a key file?): only its first characters
+        got = "an empty file" if doc.data is None and not doc.marks.values else _what(doc.data, limit=WHOLE_FILE)
         issues.append(Issue(doc.file, 1, 1, "", f"expected {want}, got {got}"))
         return None
     return _validate(doc, model, issues)

@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, StrictBool, StrictStr, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr, field_validator, model_validator
+
+from .vocab import WAIVABLE_KINDS, excerpt
 
 
 class Scenario(StrEnum):
@@ -32,8 +35,9 @@ SCENARIOS: tuple[Scenario, ...] = tuple(Scenario)
 # In strict models an enum field still takes its string value (that is what YAML holds).
 ScenarioKey = Annotated[Scenario, Strict(False)]
 VIRTUAL_APPKEY = "virtualAppKey"
-APPKEY_RE = re.compile(r"^[0-9]{1,32}$")
-SHOP_ID_RE = re.compile(r"^[0-9]{1,20}$")
+# Use ``fullmatch`` (``$`` would also match before a final newline: "21345678\n").
+APPKEY_RE = re.compile(r"[0-9]{1,32}")
+SHOP_ID_RE = re.compile(r"[0-9]{1,20}")
 
 
 def appkey_problem(appkey: str, scenario: Scenario | None) -> str | None:
@@ -42,15 +46,16 @@ def appkey_problem(appkey: str, scenario: Scenario | None) -> str | None:
         if scenario is not None and scenario is not Scenario.modify_address:
             return "virtualAppKey is only valid for modify_address (Cainiao warehouses)"
         return None
-    if not APPKEY_RE.match(appkey):
-        return f"appkey {appkey!r} is not a string of digits (or virtualAppKey)"
+    if not APPKEY_RE.fullmatch(appkey):
+        return f"appkey {excerpt(appkey)} is not a string of digits (or virtualAppKey)"
     return None
 
 
 # --------------------------------------------------------------------------- specs (YAML)
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True)
-ShopId = Annotated[StrictStr, Field(pattern=SHOP_ID_RE.pattern)]
+# allow_inf_nan=False: ``timeout_s: .inf`` or ``.nan`` is an error, not a crash later.
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+ShopId = Annotated[StrictStr, Field(pattern=f"^{SHOP_ID_RE.pattern}$")]  # pydantic's (Rust) ``$`` is the very end
 
 
 class ErpSpec(BaseModel):
@@ -128,20 +133,102 @@ class ScenariosSpec(BaseModel):
         return out
 
 
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+LABEL_VALUE_MAX = 200
+
+
+def _check_labels(labels: dict[str, str]) -> dict[str, str]:
+    problems = [f"label key {excerpt(k)} must be letters, digits, '_', '.' or '-' (up to 63, starting with a letter or digit)"
+                for k in labels if not LABEL_KEY_RE.fullmatch(k)]
+    problems += [f"label {k}: the value must be one line of 1 to {LABEL_VALUE_MAX} printable characters, not {excerpt(v)}"
+                 for k, v in labels.items() if not (0 < len(v) <= LABEL_VALUE_MAX and v.isprintable())]
+    if problems:
+        raise ValueError("; ".join(problems))
+    return labels
+
+
 class ShopSpec(BaseModel):
-    """One shop of a ``shops/*.yaml`` file."""
+    """One shop of a ``shops/**/*.yaml`` file."""
 
     model_config = _STRICT
     id: ShopId
     name: StrictStr | None = None
+    profile: StrictStr | None = None
     erp: StrictStr | None = None
     protect: StrictBool = False
+    labels: dict[StrictStr, StrictStr] = {}
     scenarios: ScenariosSpec = ScenariosSpec()
+
+    _labels = field_validator("labels")(_check_labels)
 
 
 class ShopsFile(BaseModel):
     model_config = _STRICT
     shops: list[ShopSpec]
+
+
+class ProfileSpec(BaseModel):
+    """A named bundle of what shops may say (``profiles.yaml``). A shop that names it with
+    ``profile:`` takes it; the shop's own ``erp``, ``protect`` and each scenario it lists
+    replace the profile's, and its labels are added to the profile's."""
+
+    model_config = _STRICT
+    erp: StrictStr | None = None
+    protect: StrictBool = False
+    labels: dict[StrictStr, StrictStr] = {}
+    scenarios: ScenariosSpec = ScenariosSpec()
+
+    _labels = field_validator("labels")(_check_labels)
+
+
+class ProfilesFile(BaseModel):
+    model_config = _STRICT
+    profiles: dict[StrictStr, ProfileSpec]
+
+
+def _a_date(value: Any) -> Any:
+    """``until``: a date (YAML reads 2027-01-31 as one) or the same quoted; not a time."""
+    if isinstance(value, datetime):
+        raise ValueError(f"must be a date like 2027-01-31, not a time ({value.isoformat()})")
+    if isinstance(value, date):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{excerpt(value)} is not a date of the calendar") from None
+    raise ValueError(f"must be a date like 2027-01-31, got {excerpt(str(value))}")
+
+
+class WaiverSpec(BaseModel):
+    """One acknowledged problem (``waivers.yaml``): which shop (and scenario), what kind of
+    problem, until which day (inclusive, China time) and why. No waiver is permanent."""
+
+    model_config = _STRICT
+    shop: ShopId
+    scenario: ScenarioKey | None = None
+    kind: StrictStr
+    until: Annotated[date, Strict(False), BeforeValidator(_a_date)]
+    reason: StrictStr
+
+    @field_validator("kind")
+    @classmethod
+    def _waivable(cls, kind: str) -> str:
+        if kind not in WAIVABLE_KINDS:
+            raise ValueError(f"{excerpt(kind)} cannot be waived; a waiver takes one of: {', '.join(WAIVABLE_KINDS)}")
+        return kind
+
+    @field_validator("reason")
+    @classmethod
+    def _said(cls, reason: str) -> str:
+        if not reason.strip():
+            raise ValueError("a waiver needs a reason: why the problem is acceptable until its date (who, which ticket)")
+        return reason
+
+
+class WaiversFile(BaseModel):
+    model_config = _STRICT
+    waivers: list[WaiverSpec]
 
 
 class SandboxSettings(BaseModel):
@@ -161,7 +248,7 @@ DEFAULT_METHODS: dict[str, str] = {
     "selfservice": "erp.selfservice.set",
     "check": "erp.app.check",
 }
-METHOD_NAME_RE = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+$")
+METHOD_NAME_RE = re.compile(r"[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)+")
 
 
 class TopSettings(BaseModel):
@@ -176,8 +263,8 @@ class TopSettings(BaseModel):
     sessions_file: StrictStr | None = None
     sessions_env: StrictStr = "RECONCILER_SESSIONS"
     sign_method: SignMethod = "hmac-sha256"
-    qps: Annotated[float, Field(gt=0)] = 20.0
-    timeout_s: Annotated[float, Field(gt=0)] = 10.0
+    qps: Annotated[float, Field(gt=0, le=100_000)] = 20.0
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     # A whole request, connecting to the last byte of the answer, however slowly it trickles.
     deadline_s: Annotated[float, Field(gt=0, le=3600, allow_inf_nan=False)] = 30.0
     # A rate-limit ban longer than this is not waited out: the run stops with one message.
@@ -192,16 +279,16 @@ class TopSettings(BaseModel):
     def _http_url(cls, url: str) -> str:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError(f"must be an http:// or https:// URL (like http://127.0.0.1:8765/router/rest), not {url!r}")
+            raise ValueError(f"must be an http:// or https:// URL (like http://127.0.0.1:8765/router/rest), not {excerpt(url)}")
         return url
 
     @field_validator("methods")
     @classmethod
     def _method_names(cls, methods: dict[str, str]) -> dict[str, str]:
-        problems = [f"unknown method {k!r}; rename one of: {', '.join(DEFAULT_METHODS)}"
+        problems = [f"unknown method {excerpt(k)}; rename one of: {', '.join(DEFAULT_METHODS)}"
                     for k in sorted(methods) if k not in DEFAULT_METHODS and k not in DEFAULT_METHODS.values()]
-        problems += [f"{k}: {v!r} is not a method name (like erp.binding.get)"
-                     for k, v in sorted(methods.items()) if not METHOD_NAME_RE.match(v)]
+        problems += [f"{k}: {excerpt(v)} is not a method name (like erp.binding.get)"
+                     for k, v in sorted(methods.items()) if not METHOD_NAME_RE.fullmatch(v)]
         if problems:
             raise ValueError("; ".join(problems))
         return methods
@@ -216,8 +303,8 @@ class SafetySettings(BaseModel):
 class ApplySettings(BaseModel):
     model_config = _STRICT
     retries: Annotated[int, Field(ge=0, le=20)] = 4
-    backoff_s: Annotated[float, Field(ge=0)] = 0.5
-    max_backoff_s: Annotated[float, Field(ge=0)] = 30.0
+    backoff_s: Annotated[float, Field(ge=0, le=3600)] = 0.5
+    max_backoff_s: Annotated[float, Field(ge=0, le=86_400)] = 30.0
 
 
 class HistorySettings(BaseModel):
@@ -232,8 +319,8 @@ class StateSettings(BaseModel):
 
     model_config = _STRICT
     url: StrictStr | None = None
-    lock_timeout_s: Annotated[float, Field(ge=0)] = 0.0
-    lock_lease_s: Annotated[float, Field(ge=1)] = 60.0
+    lock_timeout_s: Annotated[float, Field(ge=0, le=86_400)] = 0.0   # finite and bounded: they become
+    lock_lease_s: Annotated[float, Field(ge=1, le=86_400)] = 60.0     # deadlines and SQL intervals
 
 
 class Settings(BaseModel):
@@ -251,14 +338,20 @@ class Settings(BaseModel):
 
 
 class Source(BaseModel):
-    """Where a desired value was declared: ``file:line``."""
+    """Where a desired value was declared: ``file:line``. ``said`` describes it for people
+    when more than one place decides it (a profile and the shop that uses it)."""
 
     model_config = ConfigDict(frozen=True)
     file: str
     line: int
+    said: str | None = None
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def describe(self) -> str:
+        """``profile std-jst, configs/profiles.yaml:4, used by configs/shops/acme/a.yaml:7``, else ``file:line``."""
+        return self.said or f"{self.file}:{self.line}"
 
 
 class DesiredBinding(BaseModel):
@@ -282,6 +375,25 @@ class DesiredShop(BaseModel):
     protect: bool = False
     source: Source
     bindings: dict[Scenario, DesiredBinding]
+    labels: Mapping[str, str] = {}
+    profile: str | None = None
+    protect_source: Source | None = None  # where protect: true is said, when not on the shop itself
+
+
+class Waiver(BaseModel):
+    """A validated waiver, with where it is written."""
+
+    model_config = ConfigDict(frozen=True)
+    shop: str
+    scenario: Scenario | None
+    kind: str
+    until: date
+    reason: str
+    source: Source
+
+    def name(self) -> str:
+        """``waiver waivers.yaml:3 (not-integrated until 2027-01-31)``."""
+        return f"waiver {self.source} ({self.kind} until {self.until.isoformat()})"
 
 
 # --------------------------------------------------------------------------- actual state
@@ -338,6 +450,7 @@ class Desired:
     managed_total: int | None = None   # managed bindings of the whole configuration
     share_of_total: bool = False       # a hand-picked --shop selection: measure the share over the whole config
     configured: frozenset[str] | None = None  # every shop id of the whole configuration (drift: unknown shops)
+    waivers: Sequence[Waiver] = ()     # every waiver of the configuration (waivers.yaml)
 
     @property
     def shop_names(self) -> dict[str, str | None]:

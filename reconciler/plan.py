@@ -181,7 +181,7 @@ def checksum(body: Mapping[str, Any]) -> str:
 def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str]) -> str:
     """Why a change is planned: what the config says and where. Said neutrally — whether the
     config changed or someone changed the platform, the plan cannot tell (drift can)."""
-    src = str(want.source)
+    src = want.source.describe()
     if action is Action.unbind:
         return f"config says state: unbound, {src}"
     via = f"erp {want.erp}" if want.erp else f"appkey {want.appkey}"
@@ -249,7 +249,7 @@ def diff_shop(
                 shop=sid, scenario=sc, action=Action.update,
                 before={"buyer_self_service": state.buyer_self_service},
                 after={"buyer_self_service": want.buyer_self_service},
-                reason=f"config says buyer_self_service: {str(want.buyer_self_service).lower()}, {where}"
+                reason=f"config says buyer_self_service: {str(want.buyer_self_service).lower()}, {where.describe()}"
                        + (" (also configure 自动核单/自助核单 in the automation tasks)" if want.buyer_self_service else ""),
                 source=str(where),
             ))
@@ -264,7 +264,8 @@ def diff_shop(
             problems.append(Problem(sid, None, Severity.warning, ProblemKind.protected, f"protected shop changed under --force: {what}"))
         else:
             problems.append(Problem(sid, None, Severity.error, ProblemKind.protected,
-                                    f"shop is protected (protect: true, {desired.source}); it would {what}; use --force"))
+                                    f"shop is protected (protect: true, {(desired.protect_source or desired.source).describe()});"
+                                    f" it would {what}; use --force"))
     if changes and any(p.severity == Severity.error for p in problems):
         what = "; ".join(f"{c.action.value} {c.scenario.value} {show(c.before, names)} → {show(c.after, names)}"
                          for c in sorted(changes, key=lambda c: c.key))

@@ -20,9 +20,13 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from .errors import ConfigError, Issue, ReconcilerError
+from .files import FileError, MiB, read_regular
 from .gitutil import committable
 from .model import SHOP_ID_RE, TopSettings
 from .yamlio import load
+
+SECRET_FILE_LIMIT = 64 << 10   # an app secret is a few dozen bytes
+SESSIONS_FILE_LIMIT = 16 * MiB  # 100,000 shops' session keys are a few MB
 
 
 def resolve(config_dir: Path, p: str) -> Path:
@@ -35,11 +39,14 @@ def read_secret(settings: TopSettings, config_dir: Path) -> str:
     """The app secret: from ``app_secret_file`` when set, else from the ``app_secret_env`` variable."""
     if settings.app_secret_file:
         path = resolve(config_dir, settings.app_secret_file)
-        try:
-            secret = path.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as e:
+        try:  # only a regular file (a FIFO would hang, /dev/zero never ends), never echoed
+            secret = read_regular(path, what="app secret file", limit=SECRET_FILE_LIMIT).decode("utf-8").strip()
+        except FileError as e:
+            why = str(e).removeprefix(f"{path}: ").removeprefix("cannot read the app secret file: ")
+            raise ReconcilerError(f"cannot read the app secret from {path} (provider.app_secret_file): {why}") from None
+        except UnicodeDecodeError:
             raise ReconcilerError(f"cannot read the app secret from {path} (provider.app_secret_file):"
-                                  f" {getattr(e, 'strerror', None) or type(e).__name__}") from None
+                                  " UnicodeDecodeError (not UTF-8 text)") from None
         if not secret:
             raise ReconcilerError(f"the app secret file {path} (provider.app_secret_file) is empty")
         return secret
@@ -82,7 +89,7 @@ def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, st
     problems: list[str] = []
     out: dict[str, str] = {}
     for n, (shop, session) in enumerate(data.items(), start=1):
-        if not isinstance(shop, str) or shop in typed or not SHOP_ID_RE.match(shop):
+        if not isinstance(shop, str) or shop in typed or not SHOP_ID_RE.fullmatch(shop):
             # never echo the key: a file written the wrong way round holds session keys there
             problems.append(f"entry {n}: the key is not a shop id (a quoted string of digits; the file maps shop id → session key)")
         elif not isinstance(session, str) or not session.strip():
@@ -105,7 +112,7 @@ def _sessions_file(path: Path, where: str, *, what: str = "the session keys",
     """The file's data, and its keys YAML did not read as strings (they are not shop ids).
 
     Raises with every problem ``yamlio`` found, located, worded so as to show no key or value."""
-    doc, issues = load(path, where)
+    doc, issues = load(path, where, limit=SESSIONS_FILE_LIMIT)  # only a regular file, bounded
     if doc is None and issues and issues[0].line == 0:  # not even read
         reason = issues[0].message.removeprefix("cannot read: ")
         raise ReconcilerError(f"cannot read {what} from {where}{setting}: {reason}")

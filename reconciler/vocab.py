@@ -41,9 +41,10 @@ class Severity(_Word):
     error = "error"
     warning = "warning"
     info = "info"
+    waived = "waived"    # a problem a current waiver acknowledges (waivers.yaml): shown, never failing a run
 
 
-SEVERITY_ORDER = {Severity.error: 0, Severity.warning: 1, Severity.info: 2}
+SEVERITY_ORDER = {Severity.error: 0, Severity.warning: 1, Severity.info: 2, Severity.waived: 3}
 
 
 class ProblemKind(_Word):
@@ -62,6 +63,7 @@ class ProblemKind(_Word):
     interrupted = "interrupted"                  # a killed apply may have left the shop half-changed
     auth_expired = "auth-expired"                # the shop's token expired (or is missing) and cannot be renewed: withheld
     auth_expiring = "auth-expiring"              # the shop's token ends within 7 days
+    unused_waiver = "unused-waiver"              # a waiver of waivers.yaml that matched no problem of its shop
 
 
 # preflight kinds that mean "this binding cannot work"
@@ -69,6 +71,17 @@ BROKEN_KINDS = frozenset({ProblemKind.appkey_not_found, ProblemKind.not_integrat
                           ProblemKind.detail_not_whitelisted, ProblemKind.status_not_synced})
 # kinds that make apply refuse the whole plan unless --force
 SAFETY_KINDS = frozenset({ProblemKind.unsafe, ProblemKind.protected})
+# What a waiver (waivers.yaml) may acknowledge: problems only the ERP, the platform or the
+# merchant can end, and audit findings. Never the safety rules (protect, the threshold),
+# never a failed read or check (a waiver must not hide an outage), never our own notes.
+WAIVABLE_KINDS: tuple[str, ...] = (
+    "appkey-not-found", "not-integrated", "detail-not-whitelisted", "status-not-synced", "unmanaged",
+    "auth-expired", "auth-expiring",
+    "differs", "missing", "not-unbound", "self-service-off", "self-service-on", "cannot-apply", "unknown-shop",
+)
+# The guidance of the platform's help article (DOMAIN.md) for what only people can fix.
+PERMISSION_HINT = ("the operator's sub-account needs the 客户服务平台 (customer-service platform) permission:"
+                   " grant it in 千牛 → 子账号 → 权限, then run again")
 
 
 class Outcome(_Word):
@@ -163,3 +176,18 @@ def show(values: Mapping[str, Any] | None, names: Mapping[str, str] | None = Non
 def show_appkey(appkey: str | None, names: Mapping[str, str] | None = None) -> str:
     """An appkey (or none) for people: ``聚水潭 (21345678)``, ``21345678``, ``unbound``."""
     return show({"appkey": appkey}, names)
+
+
+EXCERPT = 40        # characters of a value an error message may quote
+WHOLE_FILE = 8      # … of a file read as one value (a symlink to a key file must not be printed)
+
+
+def excerpt(text: str, limit: int = EXCERPT) -> str:
+    """A value from a file or the platform, quoted for an error message: its first line, at
+    most ``limit`` characters, control characters escaped (``repr``); when cut, ``…`` and the
+    length. Messages never print more of a value than this (a file may be anything: a
+    symlink to a private key, a secret that belongs elsewhere)."""
+    first = text.split("\n", 1)[0].split("\r", 1)[0]
+    if len(first) <= limit and first == text:
+        return repr(text)
+    return f"{first[:limit]!r}… ({len(text):,} characters)"

@@ -10,11 +10,16 @@ text of every non-string scalar is kept so a message can say what YAML made of i
 Anchors and aliases are refused before composing: a scan of the parser's events (linear
 in the text, no expansion) reports each one where it is written, and the file is not
 built at all, so an alias bomb costs no more than reading it.
+
+Files are read with ``files.read_regular``: only regular files (a FIFO would hang, a device
+never ends), at most ``MAX_FILE`` bytes. Messages quote keys and values only as short
+excerpts (``vocab.excerpt``): the file may be a symlink to anything.
 """
 
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -25,6 +30,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from .errors import Issue
+from .files import FileError, MiB, read_regular
+from .vocab import excerpt
 
 Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
@@ -40,6 +47,11 @@ _CONSTRUCTED = {_T + "float", _T + "timestamp"}
 _IMPLICIT = {_INT, _BOOL, _NULL, *_CONSTRUCTED}
 _constructor = SafeConstructor()
 MAX_ALIAS_ISSUES = 20
+MAX_FILE = 64 * MiB   # 100,000 shops in one file is about 15 MB
+MAX_INT_DIGITS = 1000  # an integer literal longer than this is refused (Python's own limit is 4,300)
+# What YAML does not allow in a stream (YAML 1.1 "printable"): C0 controls but tab, LF and
+# CR; DEL; C1 controls but NEL; the non-characters U+FFFE/U+FFFF.
+_NOT_PRINTABLE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x84\x86-\x9f\ufffe\uffff]")
 
 
 @dataclass
@@ -137,7 +149,7 @@ class _Builder:
             key = knode.value
             kp = (*path, key)
             if key in first:
-                self.issue(_mark(knode), kp, f"duplicate key {key!r} (first at line {first[key].start_mark.line + 1})")
+                self.issue(_mark(knode), kp, f"duplicate key {excerpt(key)} (first at line {first[key].start_mark.line + 1})")
                 continue
             first[key] = knode
             self.marks.keys[kp] = _mark(knode)
@@ -147,7 +159,7 @@ class _Builder:
                 typed = self._scalar(knode, kp, keep_raw=False)
                 if knode.tag in _IMPLICIT:
                     self.marks.typed_keys.add(kp)
-                    self.issue(_mark(knode), kp, f"a key must be a quoted string ({read_as(key, typed)}); write \"{key}\"")
+                    self.issue(_mark(knode), kp, f"a key must be a quoted string ({read_as(key, typed)}){_write(key)}")
             out[key] = self.build(vnode, kp)
         return out
 
@@ -162,14 +174,18 @@ class _Builder:
         if tag == _BOOL:
             return _constructor.construct_yaml_bool(node)
         if tag == _INT:
+            if len(node.value) > MAX_INT_DIGITS:
+                self.refuse(node, path, f"a number of {len(node.value):,} characters is not a value of ours")
+                return None
             return _constructor.construct_yaml_int(node)
         if tag not in _CONSTRUCTED:
             self.refuse(node, path, f"YAML tags ({_tag(tag)}) are not allowed; write a plain value")
             return None
         try:
             return _constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError) as e:
-            self.refuse(node, path, f"cannot read value {node.value!r}: {getattr(e, 'problem', None) or e}")
+        except (yaml.YAMLError, ValueError, OverflowError) as e:
+            why = str(getattr(e, "problem", None) or e).split("\n", 1)[0][:80]
+            self.refuse(node, path, f"cannot read value {excerpt(node.value)}: {why}")
             return None
 
 
@@ -179,13 +195,27 @@ def _tag(tag: str) -> str:
 
 def read_as(raw: str, value: Any) -> str:
     """``YAML read 01234567 as the number 342391``: what YAML made of an unquoted value."""
+    shown = raw if len(raw) <= 40 else excerpt(raw)
     if value is None:
-        return f"YAML read {raw} as null"
+        return f"YAML read {shown} as null"
     if isinstance(value, bool):
-        return f"YAML read {raw} as the boolean {str(value).lower()}"
+        return f"YAML read {shown} as the boolean {str(value).lower()}"
     if isinstance(value, (int, float)):
-        return f"YAML read {raw} as the number {value}" if raw != str(value) else f"YAML read {raw} as a number"
-    return f"YAML read {raw} as a {type(value).__name__}"
+        number = number_text(value)
+        return f"YAML read {shown} as the number {number}" if raw != number else f"YAML read {shown} as a number"
+    return f"YAML read {shown} as a {type(value).__name__}"
+
+
+def number_text(value: float) -> str:
+    """A number for a message: whole below 40 digits, else its size (never a 5,000-digit line)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 130:
+        return f"of about {int(value.bit_length() * 0.30103):,} digits"
+    return str(value)
+
+
+def _write(raw: str) -> str:
+    """``; write "1688"`` — how to quote a value, unless it is too long to repeat."""
+    return f'; write "{raw}"' if len(raw) <= 40 and raw.isprintable() else "; write it in quotes"
 
 
 def _decode(raw: bytes, file: str) -> tuple[str | None, list[Issue]]:
@@ -282,19 +312,46 @@ def _alias_issues(text: str, file: str) -> list[Issue]:
     return issues
 
 
-def load(path: Path, file: str) -> tuple[Document | None, list[Issue]]:
+def _unprintable(text: str, file: str) -> Issue | None:
+    """The first character YAML does not allow, where it is (libyaml says only "position N")."""
+    m = _NOT_PRINTABLE.search(text)
+    if m is None:
+        return None
+    line = text.count("\n", 0, m.start()) + 1
+    col = m.start() - (text.rfind("\n", 0, m.start()) + 1) + 1
+    return Issue(file, line, col, "", f"a control character (U+{ord(m.group()):04X}) is not allowed in YAML; remove it")
+
+
+def read(path: Path, file: str, *, limit: int = MAX_FILE) -> tuple[bytes | None, list[Issue]]:
+    """A file's bytes, or why it cannot be read: only regular files of at most ``limit`` bytes."""
+    try:
+        return read_regular(path, what="file", limit=limit), []
+    except FileError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        if why.startswith("cannot read the file: "):
+            why = "cannot read: " + why.removeprefix("cannot read the file: ")
+        elif "not a regular file" in why:
+            why = "not a regular file (a FIFO, a device or a socket): only regular files are read"
+        else:
+            why = why.replace("the file is larger", "larger")
+        return None, [Issue(file, 0, 0, "", why)]
+
+
+def load(path: Path, file: str, *, limit: int = MAX_FILE) -> tuple[Document | None, list[Issue]]:
     """Read one YAML file. Returns the document, or None and the reasons it cannot be read.
 
     A document comes back with the issues of the values that could not be built (duplicate
     keys, non-string keys, tags): the rest of it can still be validated.
     """
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        return None, [Issue(file, 0, 0, "", f"cannot read: {e.strerror}")]
+    raw, issues = read(path, file, limit=limit)
+    if raw is None:
+        return None, issues
     text, issues = _decode(raw, file)
     if text is None:
         return None, issues
+    bad = _unprintable(text, file)
+    if bad is not None:
+        return None, [bad]
     try:
         if "&" in text or "*" in text:
             issues = _alias_issues(text, file)
@@ -304,7 +361,7 @@ def load(path: Path, file: str) -> tuple[Document | None, list[Issue]]:
     except yaml.MarkedYAMLError as e:
         return None, [*issues, _syntax_issue(e, text, file)]
     except yaml.YAMLError as e:
-        return None, [*issues, Issue(file, 1, 1, "", f"YAML error: {e}")]
+        return None, [*issues, Issue(file, 1, 1, "", f"YAML error: {str(e).splitlines()[0][:120]}")]
     if node is None:
         return Document(file, None, Marks()), []
     builder = _Builder(file)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -99,17 +100,23 @@ def test_alias_bomb_is_refused_without_expanding_it(tmp_path: Path) -> None:
 
 
 def test_shop_entries_that_are_not_files_are_errors_not_silently_unmanaged(tmp_path: Path) -> None:
+    # Issue 11: shops/ is read at any depth, so a folder named dir.yaml is a folder like any
+    # other (its shops are read); an entry that is not a regular file is an error (issue 9).
     write(tmp_path, "erps.yaml", ERPS)
     write(tmp_path, "shops/a.yaml", 'shops: [{id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}]\n')
-    (tmp_path / "shops" / "dir.yaml").mkdir()
+    write(tmp_path, "shops/dir.yaml/b.yaml", 'shops: [{id: "100002", erp: jushuitan, scenarios: {intercept_shipment: {}}}]\n')
     (tmp_path / "shops" / "gone.yaml").symlink_to(tmp_path / "nowhere.yaml")
     (tmp_path / "shops" / ".#a.yaml").symlink_to(tmp_path / "nowhere.yaml")  # an editor's lock file: ignored
+    os.mkfifo(tmp_path / "shops" / "pipe.yaml")
     with pytest.raises(ConfigError) as e:
         load_config(tmp_path)
     assert [str(i) for i in e.value.issues] == [
-        f"{tmp_path}/shops/dir.yaml: cannot read: Is a directory",
-        f"{tmp_path}/shops/gone.yaml: cannot read: No such file or directory",
+        f"{tmp_path}/shops/gone.yaml: cannot read: No such file or directory (a symbolic link to nothing)",
+        f"{tmp_path}/shops/pipe.yaml: not a regular file (a FIFO, a device or a socket): only regular files are read",
     ]
+    (tmp_path / "shops" / "gone.yaml").unlink()
+    (tmp_path / "shops" / "pipe.yaml").unlink()
+    assert [s.id for s in load_config(tmp_path).shops] == ["100001", "100002"]
 
 
 def test_validate_checks_the_top_provider_settings_with_their_lines(tmp_path: Path) -> None:
