@@ -85,7 +85,17 @@ def platform_error(code: int | None, sub_code: str | None, msg: str, *, ban_seco
     if code in FATAL_CODES:
         return FatalProviderError(f"{text} — {FATAL_CODES[code]}", code=code, sub_code=sub)
     retryable = sub.startswith("isp.") or (code in (10, 15) and not sub.startswith("isv."))
+    if sub in ADVICE or code in ADVICE:  # what a person does about it
+        text = f"{text} — {ADVICE.get(sub) or ADVICE[code or 0]}"
     return ProviderError(text, code=code, sub_code=sub, retryable=retryable)
+
+
+ADVICE: dict[str | int, str] = {
+    "isv.permission-denied": "grant the sub-account the 客户服务平台 permission (the customer-service platform's, in the"
+                             " main account's sub-account settings)",
+    27: "the shop's authorization of the app expired or was revoked: the merchant must re-authorize the app"
+        " (服务市场 → 我的服务 → 授权); reconciler auth status shows every shop's",
+}
 
 
 class Provider(ABC):
