@@ -389,3 +389,11 @@ def test_no_token_in_any_output_log_plan_or_history(store_agency: StoreAgency, t
     for blob in database_bytes(a.state_url, _pg_datadir(request, a.state_url)):
         for s in secrets[:-len(stored) or None] + stored:
             assert s.encode() not in blob
+
+
+def test_a_permission_refusal_says_what_a_person_does(agency: Any) -> None:
+    agency.world({"100001": {"cs_permission": False}})
+    agency.shops('shops:\n  - {id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}\n')
+    r = agency.run("plan")
+    assert r.exit_code == 1
+    assert "grant the sub-account the 客户服务平台 permission" in r.output
