@@ -94,7 +94,7 @@ def _steps() -> list[tuple[str, dict[str, Any]]]:
 
 def test_the_workflow_parses_and_names_its_jobs() -> None:
     wf = _workflow()
-    assert set(wf["jobs"]) == {"plan", "apply", "drift", "drift-report"}
+    assert set(wf["jobs"]) == {"plan", "apply", "auth", "drift", "drift-report"}
     assert wf["permissions"] == {"contents": "read"}
 
 
@@ -117,7 +117,8 @@ def test_secrets_only_in_the_env_of_the_steps_that_need_them() -> None:
         assert not SECRET.search(yaml.safe_dump(step.get("with", {}))), where
         run = str(step["run"])
         assert "pip install" not in run, f"{where}: the install step holds a secret"
-        assert re.search(r"\breconciler (plan|apply|drift|history)\b", run), f"{where}: a secret where none is needed"
+        assert re.search(r"\breconciler (plan|apply|drift|history|auth (refresh|status))\b", run), \
+            f"{where}: a secret where none is needed"
         assert all(SECRET.search(str(v)) is None or k.startswith("RECONCILER_") for k, v in step["env"].items()), where
 
 
@@ -156,3 +157,23 @@ def test_the_apply_log_starts_with_show_and_the_junit_action_gets_no_secret() ->
     for _, step in _steps():
         if str(step.get("uses", "")).startswith("actions/checkout@"):
             assert step["with"]["persist-credentials"] is False
+
+
+def test_one_secret_holds_every_shops_token_and_a_nightly_job_renews_them() -> None:
+    text = WORKFLOW.read_text(encoding="utf-8")
+    assert "RECONCILER_SESSIONS" not in text, "no JSON of every session key: the tokens are in the state store"
+    jobs = _workflow()["jobs"]
+    for job in ("plan", "apply", "drift"):
+        [step] = [s for s in jobs[job]["steps"] if re.search(r"\breconciler (plan|apply|drift)\b", str(s.get("run", "")))]
+        assert step["env"]["RECONCILER_STATE_KEY"] == "${{ secrets.RECONCILER_STATE_KEY }}", job
+    history = next(s for s in jobs["apply"]["steps"] if "reconciler history" in str(s.get("run", "")))
+    assert set(history["env"]) == {"RECONCILER_STATE_URL"}, "history opens no token"
+    auth = jobs["auth"]
+    assert "schedule" in auth["if"] and auth["timeout-minutes"] <= 30
+    runs = [str(s.get("run", "")) for s in auth["steps"]]
+    refresh = next(s for s in auth["steps"] if "reconciler auth refresh" in str(s.get("run", "")))
+    status = next(s for s in auth["steps"] if "reconciler auth status" in str(s.get("run", "")))
+    assert runs.index(str(refresh["run"])) < runs.index(str(status["run"])), "renew first, then say what is left"
+    assert set(refresh["env"]) == {"RECONCILER_APP_SECRET", "RECONCILER_STATE_KEY", "RECONCILER_STATE_URL"}
+    assert set(status["env"]) == {"RECONCILER_STATE_KEY", "RECONCILER_STATE_URL"}, "status calls no platform"
+    assert jobs["drift"]["needs"] == "auth" and "always()" in jobs["drift"]["if"]
