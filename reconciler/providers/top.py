@@ -63,6 +63,7 @@ log = logging.getLogger("reconciler.provider.top")
 _HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.connection", "httpcore.http11", "httpcore.http2", "httpcore.proxy",
                  "httpcore.socks")
 _WRITES = frozenset({"bind", "unbind", "selfservice"})
+_UNCONFIRMED = "; the write counts as failed, whether it took effect is unknown"
 A = TypeVar("A")
 R = TypeVar("R")
 W = TypeVar("W")
@@ -208,12 +209,12 @@ class TopProvider(Provider):
             raise ProviderError(self._mask(f"{method}: the gateway answered HTTP {status}: {wire.excerpt(raw)}"))
         try:
             answer = wire.unwrap(signing.response_key(method), wire.decode(raw))
-        except wire.NotJson as e:  # a proxy's page, a body cut short: worth another try (a write is settled by a read)
-            self._count(self.errors, "bad-json")
-            raise _Ambiguous(self._mask(f"{method}: {e}"), retryable=True) from None
         except wire.MalformedAnswer as e:
-            self._count(self.errors, "bad-answer")
-            raise wire.MalformedAnswer(self._mask(f"{method}: {e}"), ambiguous=op in _WRITES) from None
+            self._count(self.errors, "bad-json" if isinstance(e, wire.NotJson) else "bad-answer")
+            if op in _WRITES:  # an answer that does not confirm the write: it failed, and may have landed
+                raise wire.MalformedAnswer(self._mask(f"{method}: {e}{_UNCONFIRMED}"), ambiguous=True) from None
+            # not JSON at all (a proxy's error page): worth another try; anything else is what the gateway says
+            raise wire.MalformedAnswer(self._mask(f"{method}: {e}"), retryable=isinstance(e, wire.NotJson)) from None
         self._count(self.answered, method)
         if isinstance(answer, wire.Refusal):
             raise self._refusal(method, answer)
@@ -245,7 +246,7 @@ class TopProvider(Provider):
         except wire.MalformedAnswer as e:  # too large, an encoding we did not ask for, corrupt: the gateway did answer
             self.breaker.success()
             self._count(self.errors, "bad-answer")
-            raise wire.MalformedAnswer(self._mask(f"{method}: {e}"), ambiguous=write) from None
+            raise wire.MalformedAnswer(self._mask(f"{method}: {e}{_UNCONFIRMED if write else ''}"), ambiguous=write) from None
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as e:
             self._count(self.errors, "connect")
             failure = ProviderError(f"{method}: cannot reach the platform ({type(e).__name__}: {self._mask(str(e))})",
@@ -383,8 +384,7 @@ class TopProvider(Provider):
         try:
             return confirm(body)
         except wire.MalformedAnswer as e:
-            raise wire.MalformedAnswer(self._mask(f"{e}; the write counts as failed, whether it took effect is unknown"),
-                                       ambiguous=True) from None
+            raise wire.MalformedAnswer(self._mask(f"{e}{_UNCONFIRMED}"), ambiguous=True) from None
 
     def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
         params = {"scenario": scenario.value, "appkey": appkey, "expected_appkey": expected or ""}

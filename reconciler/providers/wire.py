@@ -179,6 +179,8 @@ def _depth(value: Any) -> int:
 
 def decode(body: bytes) -> Any:
     """The JSON value of an answer body, within the bounds of the module doc."""
+    if not body.strip():
+        raise NotJson("the answer is empty")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -252,6 +254,8 @@ def unwrap(response_key: str, value: Any) -> dict[str, Any] | Refusal:
         return Refusal(code=_code(err.get("code")), msg=_text(err.get("msg")),
                        sub_code=_text(err.get("sub_code"), 100) or None, sub_msg=_text(err.get("sub_msg")))
     body = value.get(response_key)
+    if response_key in value and not isinstance(body, dict):
+        raise MalformedAnswer(f"{response_key} is {_kind(body)}, not an object")
     if not isinstance(body, dict):
         found = ", ".join(sorted(excerpt(k, 40) for k in value)[:5]) or "nothing"
         raise MalformedAnswer(f"no {response_key} object in the answer (found {found})")
@@ -272,7 +276,7 @@ Text = Annotated[StrictStr, Field(max_length=1000)]
 
 def _appkey(value: str | None) -> str | None:
     if value is not None and value != VIRTUAL_APPKEY and not _APPKEY.fullmatch(value):
-        raise ValueError(f"appkey {excerpt(value, 40)!r} is not a string of digits (or virtualAppKey)")
+        raise ValueError(f"appkey {value[:40]!r} is not a string of digits (or virtualAppKey)")
     return value
 
 
@@ -365,7 +369,8 @@ def _reasons(e: ValidationError, most: int = 3) -> str:
         where = ".".join(str(p) for p in err["loc"]) or "the body"
         got = err.get("input")
         shown = "" if isinstance(got, dict | list) else f" (got {excerpt(repr(got), 40)})"
-        out.append(f"{where}: {err['msg'].lower()}{shown}")
+        msg = re.sub(r" or instance of \w+", "", err["msg"])
+        out.append(f"{where}: {msg[:1].lower()}{msg[1:]}{shown}")
     more = e.error_count() - len(out)
     return "; ".join(out) + (f"; and {more} more" if more > 0 else "")
 

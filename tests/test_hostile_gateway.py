@@ -1,0 +1,257 @@
+"""The top provider against a lying, hostile gateway (``tests/hostile.py``), through the real
+``reconciler`` command in a subprocess (a hang fails on its timeout, a crash shows as a
+traceback): every malformed answer is a clear error of that shop — or one message for the
+run when the gateway as a whole misbehaves — and a platform whose write answer cannot be
+believed is put back as it was.
+
+Each test plays one class of hostility with several variants, most of them as several shops
+of one run (one shop per variant, plus an honest shop that must come through untouched).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from clikit import Done, cli_env, command
+from hostile import FakePlatform, HostileGateway, Reply, gzip_bomb, gzipped, ok, raw
+
+OLD, NEW = "31415926", "21345678"
+HONEST = "100001"
+BOTH = ("intercept_shipment", "modify_address")
+GET = "erp.binding.get"
+BIND = "erp.binding.bind"
+
+
+def write_agency(root: Path, url: str, shops: Sequence[str], *, provider: Mapping[str, Any] | None = None,
+                 apply: str = "{retries: 0}", scenarios: str = "{intercept_shipment: {}, modify_address: {}}") -> Path:
+    cfg = root / "configs"
+    (cfg / "shops").mkdir(parents=True)
+    (cfg / "erps.yaml").write_text(f'erps:\n  jushuitan: {{name: 聚水潭, appkey: "{NEW}"}}\n'
+                                   f'  inhouse: {{name: 自研, appkey: "{OLD}"}}\n', encoding="utf-8")
+    (cfg / "shops" / "a.yaml").write_text("shops:\n" + "".join(
+        f'  - id: "{s}"\n    erp: jushuitan\n    scenarios: {scenarios}\n' for s in shops), encoding="utf-8")
+    (cfg / "sessions.yaml").write_text(yaml.safe_dump({s: f"sess-{s}" for s in shops}), encoding="utf-8")
+    settings = {"kind": "top", "url": url, "app_key": "30000001", "app_secret_env": "RECONCILER_APP_SECRET",
+                "sessions_file": "sessions.yaml", "qps": 1000, "parallelism": 4, "timeout_s": 10, **(provider or {})}
+    (cfg / "reconciler.yaml").write_text(f"provider: {json.dumps(settings)}\napply: {apply}\n", encoding="utf-8")
+    return cfg
+
+
+def run(cfg: Path, *args: str, timeout: float = 30) -> tuple[Done, float, float]:
+    """``reconciler -C cfg ARGS`` in a subprocess: what it said, its wall time and its peak RSS (MiB)."""
+    measure = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:]);"
+               " print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr); sys.exit(r.returncode)")
+    start = time.monotonic()
+    p = subprocess.run([sys.executable, "-c", measure, *command(), "-C", str(cfg), *args], stdin=subprocess.DEVNULL,
+                       capture_output=True, text=True, env=cli_env(), timeout=timeout, check=False)
+    took = time.monotonic() - start
+    err, _, rss = p.stderr.rstrip("\n").rpartition("\n")
+    assert "Traceback" not in p.stdout + err, p.stdout + err
+    return Done(p.returncode, p.stdout, err, 0), took, int(rss) / 1024  # ru_maxrss: KiB on Linux
+
+
+def on_old(shops: Sequence[str]) -> FakePlatform:
+    return FakePlatform({s: dict.fromkeys(BOTH, OLD) for s in shops}, apps=(OLD, NEW))
+
+
+def shop_lines(text: str, shop: str) -> str:
+    return "\n".join(line for line in text.splitlines() if shop in line)
+
+
+@pytest.fixture
+def gateway() -> Iterator[HostileGateway]:
+    with HostileGateway({}) as gw:
+        yield gw
+
+
+# --------------------------------------------------------------------------- issue 9.3: answers of the wrong shape
+
+
+def _get(shop: str, **change: Any) -> tuple[int, bytes]:
+    body = {"shop_id": shop, "shop_name": "店", "bindings": [{"scenario": s, "appkey": OLD, "revision": 1} for s in BOTH],
+            "buyer_self_service": False, "detail_whitelisted": False, **change}
+    return ok(GET, body)
+
+
+READ_LIES: dict[str, tuple[Any, str]] = {   # shop → (its get answer, what the error says)
+    "100002": (lambda s: _get(s, buyer_self_service="false"), "buyer_self_service: input should be a valid boolean"),
+    "100003": (lambda s: _get(s, bindings=[f"intercept_shipment:{OLD}"]), "bindings.0: input should be a valid dictionary"),
+    "100004": (lambda s: _get(s, bindings=[{"scenario": "intercept_shipment", "appkey": OLD, "revision": "3"}]),
+               "revision: input should be a valid integer"),
+    "100005": (lambda s: _get(s, shop_id=int(s)), "shop_id: input should be a valid string"),
+    "100006": (lambda s: _get(s, bindings=None), "bindings: input should be a valid list"),
+    "100007": (lambda s: _get(s, detail_whitelisted=None), "detail_whitelisted: input should be a valid boolean"),
+    "100008": (lambda s: _get(s, bindings=[{"scenario": "intercept_shipment", "appkey": f"{OLD}\n", "revision": 1}]),
+               "appkey '31415926\\n' is not a string of digits"),
+    "100009": (lambda s: _get("100001"), "answered for shop '100001' when asked for 100009; check the session key"),
+    "100010": (lambda s: ok(GET, []), "erp_binding_get_response is a list, not an object"),
+    "100011": (lambda s: raw(b'{"erp_binding_get_response": {"shop_id": "100011"'), "not JSON"),
+}
+
+
+def test_read_answers_of_the_wrong_shape_fail_their_shop_alone(tmp_path: Path, gateway: HostileGateway) -> None:
+    """``exists: "false"``-style answers: a boolean as a string, a list of strings for bindings,
+    numbers as strings, another shop's answer… each withholds its shop with a clear error; the
+    honest shop is planned as usual."""
+    shops = [HONEST, *READ_LIES]
+    fake = on_old(shops)
+    gateway.script = fake.scripts({GET: lambda p, honest: READ_LIES[p["shop_id"]][0](p["shop_id"])
+                                   if p["shop_id"] in READ_LIES else honest})
+    cfg = write_agency(tmp_path, gateway.url, shops)
+    r, _, _ = run(cfg, "plan")
+    assert r.code == 1, r.text
+    for shop, (_, why) in READ_LIES.items():
+        line = shop_lines(r.text, shop)
+        assert "cannot read the shop" in line and why in line, (shop, line)
+    assert r.out.startswith(f"  # shop {HONEST}\n  ~ intercept_shipment  rotate") and "2 to rotate" in r.out, r.out
+    assert fake.snapshot() == on_old(shops).snapshot()
+
+
+CHECK_LIES: dict[str, tuple[dict[str, Any], str]] = {  # appkey → (its check's answer, what the error says)
+    "40000001": ({"exists": "false", "integrated": "false"}, "exists: input should be a valid boolean (got 'false')"),
+    "40000002": ({"exists": True, "integrated": "true"}, "integrated: input should be a valid boolean (got 'true')"),
+    "40000003": ({"exists": False, "integrated": True}, "an app that does not exist cannot have integrated"),
+    "40000004": ({"exists": 1, "integrated": 1, "name": 5}, "exists: input should be a valid boolean (got 1)"),
+    "40000005": ({"integrated": False}, "exists: field required"),
+}
+
+
+def test_app_check_answers_of_the_wrong_shape_are_not_believed(tmp_path: Path, gateway: HostileGateway) -> None:
+    """A check of an appkey whose answer is mistyped is an error of the shops that need it —
+    never read as "exists" (a string "false" is true in Python) — and withholds them whole."""
+    shops = [HONEST, *(str(100002 + i) for i in range(len(CHECK_LIES)))]
+    fake = FakePlatform({s: {} for s in shops}, apps=(NEW, *CHECK_LIES))
+    gateway.script = fake.scripts({"erp.app.check": lambda p, honest: ok("erp.app.check", CHECK_LIES[p["appkey"]][0])
+                                   if p["appkey"] in CHECK_LIES else honest})
+    cfg = write_agency(tmp_path, gateway.url, [HONEST])
+    (cfg / "erps.yaml").write_text(f'erps:\n  jushuitan: {{appkey: "{NEW}"}}\n'
+                                   + "".join(f'  v{k}: {{appkey: "{k}"}}\n' for k in CHECK_LIES), encoding="utf-8")
+    (cfg / "shops" / "a.yaml").write_text("shops:\n" + "".join(
+        f'  - id: "{shop}"\n    erp: {erp}\n    scenarios: {{intercept_shipment: {{}}}}\n'
+        for shop, erp in zip(shops, ["jushuitan", *(f"v{k}" for k in CHECK_LIES)], strict=True)), encoding="utf-8")
+    (cfg / "sessions.yaml").write_text(yaml.safe_dump({s: f"sess-{s}" for s in shops}), encoding="utf-8")
+    r, _, _ = run(cfg, "plan")
+    assert r.code == 1, r.text
+    for shop, (appkey, (_, why)) in zip(shops[1:], CHECK_LIES.items(), strict=True):
+        line = shop_lines(r.out, f"{shop} intercept_shipment")
+        assert f"cannot check appkey v{appkey} ({appkey}): erp.app.check: unexpected answer" in line and why in line, line
+        assert f"{shop}: 1 change(s) of this shop withheld" in r.out
+    assert "1 to bind" in r.out and "5 error(s)" in r.out, r.out  # the honest shop only
+
+
+WRITE_LIES: dict[str, tuple[Any, str]] = {  # shop → (its forward modify_address bind's answer, what the error says)
+    "100002": (lambda p: ok(BIND, {"scenario": "modify_address", "appkey": "99999999", "revision": 2}),
+               "asked to bind modify_address to 21345678, the platform answered modify_address = 99999999"),
+    "100003": (lambda p: raw(b""), "the answer is empty; the write counts as failed"),
+    "100004": (lambda p: ok(BIND, {}), "scenario: field required"),
+    "100005": (lambda p: ok(BIND, {"scenario": "modify_address", "appkey": NEW, "revision": "2"}),
+               "revision: input should be a valid integer"),
+    "100006": (lambda p: ok(BIND, {"scenario": "order_status", "appkey": NEW, "revision": 2}),
+               "the platform answered order_status = 21345678"),
+    "100007": (lambda p: raw(b'{"ok": true}'), "no erp_binding_bind_response object"),
+    "100008": (lambda p: raw(b"null"), "not a JSON object but null"),
+}
+
+
+def test_a_write_answer_that_does_not_confirm_fails_the_shop_and_puts_it_back(tmp_path: Path,
+                                                                            gateway: HostileGateway) -> None:
+    """The platform did the write, but answered with another appkey, nothing, an empty object,
+    a revision as a string…: the write is a failure of that shop (never "Apply complete"), its
+    outcome unknown, so apply puts it back too: each such shop ends exactly as it was."""
+    shops = [HONEST, *WRITE_LIES]
+    fake = on_old(shops)
+
+    def lie(p: dict[str, str], honest: tuple[int, bytes]) -> Any:
+        forward = p["scenario"] == "modify_address" and p["appkey"] == NEW
+        return WRITE_LIES[p["shop_id"]][0](p) if forward and p["shop_id"] in WRITE_LIES else honest
+
+    gateway.script = fake.scripts({BIND: lie})
+    cfg = write_agency(tmp_path, gateway.url, shops)
+    r, _, _ = run(cfg, "apply", "--auto-approve", "--force")
+    assert r.code == 3, r.text  # the honest shop applied, every other one failed whole
+    held = fake.snapshot()
+    assert held[HONEST] == dict.fromkeys(BOTH, NEW)
+    for shop, (_, why) in WRITE_LIES.items():
+        assert held[shop] == dict.fromkeys(BOTH, OLD), (shop, held[shop])
+        assert f"Shop {shop}: FAILED at modify_address rotate" in r.out, r.out
+        assert why in r.out, (shop, why)
+    assert "Apply complete" not in r.out and "ROLLBACK FAILED" not in r.out
+
+
+def test_unbind_and_self_service_answers_that_do_not_confirm_are_failures_too(tmp_path: Path,
+                                                                             gateway: HostileGateway) -> None:
+    shops = [HONEST, "100002", "100003"]
+    fake = on_old(shops)
+    for shop in shops:
+        fake.bindings[shop]["order_status"] = OLD
+        fake.revisions[(shop, "order_status")] = 1
+
+    def unbind(p: dict[str, str], honest: tuple[int, bytes]) -> Any:
+        return ok("erp.binding.unbind", {"scenario": "order_status", "appkey": OLD, "revision": 9}) \
+            if p["shop_id"] == "100002" and p["expected_appkey"] == OLD else honest
+
+    def selfservice(p: dict[str, str], honest: tuple[int, bytes]) -> Any:
+        return ok("erp.selfservice.set", {"buyer_self_service": "true"}) \
+            if p["shop_id"] == "100003" and p["enabled"] == "true" else honest
+
+    gateway.script = fake.scripts({"erp.binding.unbind": unbind, "erp.selfservice.set": selfservice})
+    cfg = write_agency(tmp_path, gateway.url, shops, scenarios="{intercept_shipment: {}, modify_address: "
+                       "{buyer_self_service: true}, order_status: {state: unbound}}")
+    r, _, _ = run(cfg, "apply", "--auto-approve", "--force")
+    assert r.code == 3, r.text
+    held = fake.snapshot()
+    assert held[HONEST] == dict.fromkeys(BOTH, NEW) and fake.self_service[HONEST]
+    for shop in ("100002", "100003"):
+        assert held[shop] == {**dict.fromkeys(BOTH, OLD), "order_status": OLD}, (shop, held[shop])
+        assert not fake.self_service[shop]
+    assert "asked to unbind order_status, the platform answered order_status = 31415926" in r.out
+    assert "buyer_self_service: input should be a valid boolean" in r.out
+
+
+# --------------------------------------------------------------------------- issue 9.5: hostile bodies
+
+
+BODIES: dict[str, tuple[Any, str]] = {  # shop → (its get answer, what the error says)
+    "100002": (lambda s: raw(b'{"erp_binding_get_response": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"),
+               "nests deeper than 32 levels"),
+    "100003": (lambda s: raw(_get(s)[1].replace(b'"revision": 1', b'"revision": ' + b"7" * 5000, 1)), "a number of 5000 digits"),
+    "100004": (lambda s: raw(_get(s)[1].replace(b'"revision": 1', b'"revision": 1e999', 1)), "out of range"),
+    "100005": (lambda s: raw(_get(s)[1].replace(b'"revision": 1', b'"revision": NaN', 1)), "NaN, which is not a JSON number"),
+    "100006": (lambda s: _get(s, shop_name="店" * (1 << 20)), "larger than 2048 KiB"),
+    "100007": (lambda s: Reply(200, b'{"erp_binding_get_response": {"shop_name": "', endless=b"x" * 65536),
+               "larger than 2048 KiB"),
+    "100008": (lambda s: gzip_bomb(1 << 30), "larger than 2048 KiB"),
+    "100009": (lambda s: Reply(200, b"{}", headers=[("Content-Encoding", "br")]), "is not gzip or deflate"),
+    "100010": (lambda s: Reply(200, b"{}", length=50 << 20), "larger than 2048 KiB"),  # a Content-Length to fear
+    "100011": (lambda s: raw(b"\xff\xfe" + _get(s)[1]), "not UTF-8"),
+    "100012": (lambda s: gzipped(_get(s), times=2), ""),   # legitimate, if odd: read normally
+}
+
+
+def test_hostile_bodies_are_refused_unread_and_memory_stays_bounded(tmp_path: Path, gateway: HostileGateway) -> None:
+    """Deep nesting, 5,000-digit and infinite numbers, NaN, 3 MB and endless bodies, a 1 GiB
+    gzip bomb, an encoding not asked for, a lying Content-Length, non-UTF-8: each shop's error,
+    promptly, with the process far from holding any such body in memory."""
+    shops = [HONEST, *BODIES]
+    fake = on_old(shops)
+    gateway.script = fake.scripts({GET: lambda p, honest: BODIES[p["shop_id"]][0](p["shop_id"])
+                                   if p["shop_id"] in BODIES else honest})
+    cfg = write_agency(tmp_path, gateway.url, shops)
+    r, took, rss_mib = run(cfg, "plan", timeout=60)
+    assert r.code == 1, r.text
+    for shop, (_, why) in BODIES.items():
+        line = shop_lines(r.text, shop)
+        if why:
+            assert "cannot read the shop" in line and why in line, (shop, line)
+        else:
+            assert "cannot read" not in line, line
+    assert took < 20, took
+    assert rss_mib < 250, rss_mib   # a bomb inflated, or 2e5 nested lists built, would be far above
