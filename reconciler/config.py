@@ -56,6 +56,7 @@ ERPS_FILE = "erps.yaml"
 PROFILES_FILE = "profiles.yaml"
 WAIVERS_FILE = "waivers.yaml"
 SHOPS_DIR = "shops"
+SCHEMAS_DIR = "schemas"             # where `reconciler schema` writes by default (and import's schema line points)
 SHOP_SUFFIXES = (".yaml", ".yml")   # compared case-insensitively: x.YAML is a shop file too
 USERS_SHOWN = 10                    # shops named after an error in a profile (then: "and N more")
 

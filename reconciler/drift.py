@@ -66,6 +66,13 @@ class Finding:
     source: str | None = None
     since: str | None = None
     last_written: Mapping[str, Any] | None = None
+    # cannot-apply: the preflight problem behind it and the config's appkey (for grouping by cause)
+    cause: tuple[ProblemKind, str | None] | None = field(default=None, compare=False)
+    waiver: Mapping[str, Any] | None = None   # the current waiver that acknowledges it (waivers.yaml)
+
+    @property
+    def waived(self) -> bool:
+        return self.waiver is not None
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -75,7 +82,24 @@ class Finding:
             "actual": dict(self.actual) if self.actual is not None else None,
             "source": self.source, "since": self.since,
             "last_written": dict(self.last_written) if self.last_written is not None else None,
+            "waived": self.waived, "waiver": dict(self.waiver) if self.waiver is not None else None,
         }
+
+
+@dataclass(frozen=True)
+class Cause:
+    """Findings that share one cause ("ERP 旺店通 (12345679) no longer integrates modify_address"),
+    and the shops they concern: a report says these first, then shop by shop."""
+
+    category: Category
+    kind: str
+    scenario: Scenario | None
+    text: str
+    shops: tuple[str, ...]
+
+    def to_data(self) -> dict[str, Any]:
+        return {"category": self.category, "kind": self.kind, "scenario": self.scenario.value if self.scenario else None,
+                "cause": self.text, "count": len(self.shops), "shops": list(self.shops)}
 
 
 @dataclass(frozen=True)
@@ -85,13 +109,21 @@ class DriftReport:
     shop_names: Mapping[str, str | None]
     shard: str | None = None
     erp_names: Mapping[str, str] = field(default_factory=dict)  # appkey → ERP name, for people
+    warnings: tuple[str, ...] = ()   # about the audit, not the platform (a waiver that matched nothing)
+
+    @property
+    def active(self) -> list[Finding]:
+        """The findings no current waiver acknowledges: they decide the exit code."""
+        return [f for f in self.findings if not f.waived]
 
     @property
     def exit_code(self) -> Exit:
-        """0 nothing found, 2 drift, 1 the audit is incomplete (a read or check failed)."""
-        if any(f.category == Category.error for f in self.findings):
+        """0 nothing found, 2 drift, 1 the audit is incomplete (a read or check failed). Waived
+        findings are shown but count for neither."""
+        active = self.active
+        if any(f.category == Category.error for f in active):
             return Exit.error
-        return Exit.pending if self.findings else Exit.ok
+        return Exit.pending if active else Exit.ok
 
     @property
     def status(self) -> str:
@@ -103,9 +135,26 @@ class DriftReport:
         return replace(self, findings=tuple(f for f in self.findings if f.category not in leave))
 
     def counts(self) -> dict[str, int]:
+        """Active findings per category (waived ones are counted apart: ``waived``)."""
         out: dict[str, int] = {c: 0 for c in CATEGORIES}
-        for f in self.findings:
+        for f in self.active:
             out[f.category] += 1
+        return out
+
+    @property
+    def waived(self) -> int:
+        return sum(1 for f in self.findings if f.waived)
+
+    def causes(self) -> list[Cause]:
+        """The active findings grouped by cause, the most widespread first."""
+        groups: dict[tuple[int, str, str, str], tuple[Finding, list[str]]] = {}
+        for f in self.active:
+            text = cause_of(f, self.erp_names)
+            key = (_CAT_ORDER[f.category], f.kind, f.scenario.value if f.scenario else "", text)
+            groups.setdefault(key, (f, []))[1].append(f.shop or "")
+        out = [Cause(f.category, f.kind, f.scenario, key[3], tuple(dict.fromkeys(s for s in shops if s)))
+               for key, (f, shops) in groups.items()]
+        out.sort(key=lambda c: (-len(c.shops), _CAT_ORDER[c.category], c.kind, c.scenario.value if c.scenario else "", c.text))
         return out
 
     def by_shop(self) -> dict[str, list[Finding]]:
@@ -133,15 +182,64 @@ class DriftReport:
             "shard": self.shard,
             "summary": {
                 "shops": len(self.shops),
-                "shops_with_findings": sum(1 for fs in per.values() if fs),
+                "shops_with_findings": sum(1 for fs in per.values() if any(not f.waived for f in fs)),
                 "drift": counts[Category.drift], "unmanaged": counts[Category.unmanaged], "broken": counts[Category.broken],
                 "unknown_shops": counts[Category.unknown_shop], "errors": counts[Category.error],
+                "waived": self.waived,
             },
-            "shops": [{"id": s, "name": self.shop_names.get(s),
-                       "status": "error" if any(f.category == Category.error for f in fs) else ("drift" if fs else "clean"),
-                       "findings": len(fs)} for s, fs in per.items()],
+            "shops": [{"id": s, "name": self.shop_names.get(s), "status": _shop_status(fs),
+                       "findings": sum(1 for f in fs if not f.waived), "waived": sum(1 for f in fs if f.waived)}
+                      for s, fs in per.items()],
+            "causes": [c.to_data() for c in self.causes()],
             "findings": [f.to_data() for f in self.findings],
+            "warnings": list(self.warnings),
         }
+
+
+def _shop_status(findings: Sequence[Finding]) -> str:
+    active = [f for f in findings if not f.waived]
+    return "error" if any(f.category == Category.error for f in active) else ("drift" if active else "clean")
+
+
+_BROKEN_CAUSE = {
+    ProblemKind.not_integrated: "ERP {erp} no longer integrates {sc} through Qimen",
+    ProblemKind.appkey_not_found: "appkey {erp} ({sc}) no longer exists on the platform",
+    ProblemKind.detail_not_whitelisted: "ERP {erp} is not whitelisted for the ERP详情 button ({sc})",
+    ProblemKind.status_not_synced: "ERP {erp} does not sync order statuses",
+    ProblemKind.check_failed: "appkey {erp} ({sc}) could not be checked",
+}
+_CANNOT_APPLY = {
+    ProblemKind.not_integrated: "the config's ERP {erp} has not integrated {sc} through Qimen: it cannot be applied",
+    ProblemKind.appkey_not_found: "the config's appkey {erp} ({sc}) does not exist on the platform: it cannot be applied",
+}
+_GENERAL = {
+    ProblemKind.read_failed: "the shop could not be read",
+    ProblemKind.interrupted: "an interrupted apply may have left the shop half-changed",
+    FindingKind.unknown_shop: "the platform knows the shop; no shops/**/*.yaml declares it",
+    FindingKind.self_service_off: "buyer self-service address change is off; the config wants it on",
+    FindingKind.self_service_on: "buyer self-service address change is on; the config wants it off",
+}
+
+
+def cause_of(f: Finding, names: Mapping[str, str]) -> str:
+    """What a finding has in common with others of its cause (no shop-specific text)."""
+    sc = f.scenario.value if f.scenario else "(whole shop)"
+    actual, expected = show(f.actual, names), show(f.expected, names)
+    if f.kind == FindingKind.cannot_apply and f.cause is not None and f.cause[0] in _CANNOT_APPLY:
+        return _CANNOT_APPLY[f.cause[0]].format(erp=show({"appkey": f.cause[1]}, names), sc=sc)
+    if f.kind in _BROKEN_CAUSE:
+        return _BROKEN_CAUSE[f.kind].format(erp=actual, sc=sc)  # type: ignore[index]
+    if f.kind == FindingKind.differs:
+        return f"{sc} bound to {actual}; the config wants {expected}"
+    if f.kind == FindingKind.missing:
+        return f"{sc} not bound; the config wants {expected}"
+    if f.kind == FindingKind.not_unbound:
+        return f"{sc} bound to {actual}; the config wants it unbound"
+    if f.kind == ProblemKind.unmanaged:
+        return f"{sc} bound to {actual}, not in the config"
+    if f.kind in _GENERAL:
+        return _GENERAL[f.kind]
+    return f"{f.kind}: {f.message}" if f.shop is None else str(f.kind)
 
 
 # --------------------------------------------------------------------------- pure
@@ -214,7 +312,8 @@ def drift_shop(desired: DesiredShop, state: ShopState, checks: Mapping[tuple[str
     out += [Finding(shop=p.shop, scenario=p.scenario, category=Category.broken, kind=FindingKind.cannot_apply,
                     message=f"the config's binding cannot be applied: {p.message}",
                     actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
-                    source=str(desired.bindings[p.scenario].source) if p.scenario in desired.bindings else None)
+                    source=str(desired.bindings[p.scenario].source) if p.scenario in desired.bindings else None,
+                    cause=(p.kind, desired.bindings[p.scenario].appkey if p.scenario in desired.bindings else None))
             for p in wanted if p.severity == Severity.error
             and p.kind in (ProblemKind.appkey_not_found, ProblemKind.not_integrated)]
     _, found = diff_shop(_as_found(desired, state), state, checks, names, force=True)

@@ -67,6 +67,7 @@ class ImportedShop:
     scenarios: tuple[ImportedScenario, ...]
     comments: tuple[str, ...] = field(default=())
     name: str | None = None
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def unknown_appkeys(self) -> list[str]:
@@ -114,9 +115,11 @@ def _flow(settings: Mapping[str, str | bool]) -> str:
     return "{" + ", ".join(items) + "}"
 
 
-def render_shops(shops: Sequence[ImportedShop], *, header: str = "") -> str:
-    """The YAML text of a ``shops/*.yaml`` file holding ``shops``, in id order."""
-    lines = [f"# {h}" for h in header.splitlines()]
+def render_shops(shops: Sequence[ImportedShop], *, header: str = "", schema: str | None = None) -> str:
+    """The YAML text of a ``shops/*.yaml`` file holding ``shops``, in id order. ``schema``: the
+    path or URL of the shops JSON Schema, for editors (a ``yaml-language-server`` first line)."""
+    lines = [f"# yaml-language-server: $schema={comment(schema)}"] if schema else []
+    lines += [f"# {h}" for h in header.splitlines()]
     if not shops:
         return "\n".join([*lines, "shops: []"]) + "\n"
     lines.append("shops:")
@@ -126,6 +129,8 @@ def render_shops(shops: Sequence[ImportedShop], *, header: str = "") -> str:
             lines.append(f"    name: {scalar(shop.name)}")
         if shop.erp is not None:
             lines.append(f"    erp: {scalar(shop.erp)}")
+        if shop.labels:
+            lines.append("    labels: {" + ", ".join(f"{scalar(k)}: {scalar(v)}" for k, v in sorted(shop.labels.items())) + "}")
         lines += [f"    # {comment(c)}" for c in shop.comments]
         if not shop.scenarios:
             lines.append("    scenarios: {}")

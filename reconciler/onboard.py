@@ -9,8 +9,9 @@ written whole or not at all.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +36,11 @@ class Target:
 
     @classmethod
     def at(cls, path: Path, shops_dir: Path, *, force: bool) -> Target:
-        in_config = path.resolve().parent == shops_dir.resolve()
-        if in_config and path.suffix not in (".yaml", ".yml"):
-            raise ReconcilerError(f"{path}: a file in {shops_dir.name}/ must end in .yaml or .yml to be read as shops")
+        in_config = shops_dir.resolve() in path.resolve().parents   # shops/ at any depth
+        if in_config and (not path.name.lower().endswith((".yaml", ".yml")) or any(
+                p.startswith(".") for p in path.resolve().relative_to(shops_dir.resolve()).parts)):
+            raise ReconcilerError(f"{path}: a file in {shops_dir.name}/ must end in .yaml or .yml (and not be hidden)"
+                                  " to be read as shops")
         if path.exists() and not force:
             raise ReconcilerError(f"{path} exists; choose another --out, or --force to overwrite it")
         return cls(path, in_config, tuple(_declared_in(path)) if path.exists() else ())
@@ -77,14 +80,16 @@ def _checked(shop: str, state: ShopState | ProviderError) -> ShopState | Provide
 
 
 def import_shops(provider: Provider, target: Target, *, wanted: Sequence[str] | None, declared: Mapping[str, str],
-                 erps: Mapping[str, ErpSpec], progress: Progress | None = None) -> ImportResult:
+                 erps: Mapping[str, ErpSpec], progress: Progress | None = None,
+                 labels: Mapping[str, str] | None = None) -> ImportResult:
     """Read ``wanted`` shops (None: every shop the platform knows) that ``declared`` (shop →
-    its source) does not hold, and turn them into config entries."""
+    its source) does not hold, and turn them into config entries (each carrying ``labels``)."""
     existing = {s: src for s, src in declared.items() if not (target.in_config and s in target.replaced)}
     ids = provider.list_shops() if wanted is None else sorted(set(wanted))
     todo = [s for s in ids if s not in existing]
     states = {s: _checked(s, v) for s, v in (read_states(provider, todo, progress=progress) if todo else {}).items()}
-    imported = tuple(import_shop(v, erps) for v in states.values() if isinstance(v, ShopState))
+    imported = tuple(replace(import_shop(v, erps), labels=dict(labels or {}))
+                     for v in states.values() if isinstance(v, ShopState))
     dropped = sorted(set(target.replaced) - {s.id for s in imported}) if target.in_config else []
     return ImportResult(imported=imported, skipped={s: existing[s] for s in ids if s in existing},
                         failed={s: v for s, v in sorted(states.items()) if isinstance(v, ProviderError)},
@@ -92,10 +97,12 @@ def import_shops(provider: Provider, target: Target, *, wanted: Sequence[str] | 
                         unknown_appkeys=tuple(sorted({k for s in imported for k in s.unknown_appkeys})))
 
 
-def write_import(target: Target, imported: Sequence[ImportedShop], *, force: bool) -> None:
-    """Write the imported shops to the target, whole or not at all."""
+def write_import(target: Target, imported: Sequence[ImportedShop], *, force: bool, schema: Path | None = None) -> None:
+    """Write the imported shops to the target, whole or not at all; ``schema``: the shops JSON
+    Schema (``reconciler schema``), named relative to the file so editors find it."""
     if target.path.exists() and not force:  # appeared while we were reading the platform
         raise ReconcilerError(f"{target.path} exists; choose another --out, or --force to overwrite it")
     header = (f"Imported from the platform by `reconciler import` ({len(imported)} shop(s)).\n"
               "Review before committing: every scenario bound on the platform is now managed.")
-    write_atomic(target.path, render_shops(imported, header=header))
+    where = Path(os.path.relpath(schema.resolve(), target.path.resolve().parent)).as_posix() if schema is not None else None
+    write_atomic(target.path, render_shops(imported, header=header, schema=where))

@@ -97,7 +97,7 @@ def test_json_reports_every_kind(drifted: Agency) -> None:
     data = json.loads(r.stdout)
     assert data["status"] == "drift"
     assert data["summary"] == {"shops": 5, "shops_with_findings": 4, "drift": 3, "unmanaged": 1, "broken": 4,
-                               "unknown_shops": 1, "errors": 0}
+                               "unknown_shops": 1, "errors": 0, "waived": 0}
     by = {(f["shop"], f["scenario"], f["kind"]): f for f in data["findings"]}
     differs = by[("100001", "intercept_shipment", "differs")]
     assert differs["expected"] == {"appkey": "21345678"} and differs["actual"] == {"appkey": "12345679"}
@@ -245,12 +245,14 @@ def test_json_contract_keys(drifted: Agency) -> None:
     """Users script against these keys: adding one is fine, renaming or removing one is not."""
     data = json.loads(drifted.run("drift", "--format", "json").stdout)
     assert data["format_version"] == 1
-    assert sorted(data) == ["findings", "format_version", "shard", "shops", "status", "summary"]
-    assert sorted(data["summary"]) == ["broken", "drift", "errors", "shops", "shops_with_findings", "unknown_shops", "unmanaged"]
-    assert sorted(data["shops"][0]) == ["findings", "id", "name", "status"]
+    # issue 11 added causes, warnings (waivers that match nothing) and the waived counts and marks
+    assert sorted(data) == ["causes", "findings", "format_version", "shard", "shops", "status", "summary", "warnings"]
+    assert sorted(data["summary"]) == ["broken", "drift", "errors", "shops", "shops_with_findings", "unknown_shops", "unmanaged",
+                                       "waived"]
+    assert sorted(data["shops"][0]) == ["findings", "id", "name", "status", "waived"]
     for f in data["findings"]:
         assert sorted(f) == ["actual", "category", "expected", "kind", "last_written", "message", "scenario", "shop",
-                             "since", "source"]
+                             "since", "source", "waived", "waiver"]
         assert f["category"] in ("drift", "unmanaged", "broken", "unknown-shop", "error")
     assert data["status"] in ("clean", "drift", "error")
 

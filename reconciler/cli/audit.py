@@ -16,7 +16,8 @@ from typing import Any
 
 import click
 
-from ..config import SHOPS_DIR
+from .. import clock
+from ..config import SCHEMAS_DIR, SHOPS_DIR
 from ..drift import DriftReport, audit
 from ..errors import ReconcilerError
 from ..files import write_atomic
@@ -25,13 +26,14 @@ from ..notify import NOTIFY_FORMATS, notify
 from ..notify import where as webhook
 from ..onboard import Target, import_shops, write_import
 from ..render import DRIFT_FORMATS, drift_as, drift_html, drift_junit, history_json, history_text, labels_of
+from ..select import Selection
 from ..shard import Shard
 from ..state import FINISHED
 from ..vocab import CATEGORIES, Category, Exit
+from ..waivers import waive_drift
 from .auth import auth_errors
 from .common import (
     err,
-    in_shard,
     load,
     progress_printer,
     provider_for,
@@ -41,12 +43,14 @@ from .common import (
     state,
     store_for,
 )
+from .selection import choose, label_option, select_option
 
 IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
 
 
 @click.command()
 @shop_option
+@select_option
 @shard_option
 @click.option("--format", "fmt", type=click.Choice(DRIFT_FORMATS), default="text", show_default=True)
 @click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False, path_type=Path),
@@ -63,19 +67,21 @@ IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
               help="Notify only when the audit found something (or could not finish), or after every audit.")
 @click.option("--report-url", metavar="URL", help="A link to the full report, for the notification.")
 @click.pass_context
-def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: str, junit_xml: Path | None,
-          html_out: Path | None, ignore: tuple[str, ...], notify_url: str | None, notify_format: str, notify_on: str,
-          report_url: str | None) -> None:
+def drift(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, fmt: str,
+          junit_xml: Path | None, html_out: Path | None, ignore: tuple[str, ...], notify_url: str | None,
+          notify_format: str, notify_on: str, report_url: str | None) -> None:
     """Audit the platform against the configuration, read-only.
 
     Reports bindings that differ from the config (and since when, where the history
     knows), bindings the config wants unbound, unmanaged bindings, shops the platform knows
-    that the config does not (unless --shop), and bindings that cannot work. Exit 0 no
-    drift, 2 drift, 1 error (a shop or the shop list could not be read).
+    that the config does not (unless --shop or --select), and bindings that cannot work,
+    grouped by cause, then shop by shop. Exit 0 no drift, 2 drift, 1 error (a shop or the
+    shop list could not be read); a finding a current waiver acknowledges is shown as waived
+    and counts for neither. A --shop or --select that matches no shop exits 1.
     """
-    whole = load(ctx, shops)
-    config = in_shard(whole, shard)
-    wanted = config.desired(configured=None if shops else [s.id for s in whole.shops])
+    chosen = choose(ctx, shops, select, shard)
+    whole, config = chosen.whole, chosen.config
+    wanted = config.desired(configured=None if chosen.narrowed else [s.id for s in whole.shops])
     with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
         store = store_for(config.settings, config.dir, create=False)  # after the provider: one that fails leaks no store
         try:
@@ -84,7 +90,7 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
         finally:
             if store is not None:
                 store.close()
-    report = report.without(ignore)
+    report = waive_drift(report, config.waivers, config.today or clock.today()).without(ignore)
     made = format_time(datetime.now(UTC))
     labels = labels_of(config.shops)
     if junit_xml is not None:
@@ -92,7 +98,7 @@ def drift(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: 
     if html_out is not None:
         write_atomic(html_out, drift_html(report, labels=labels, generated_at=made))
     click.echo(drift_as(fmt, report, colour=state(ctx).colour_for(sys.stdout), labels=labels, generated_at=made), nl=False)
-    if notify_url and (notify_on == "always" or report.findings):
+    if notify_url and (notify_on == "always" or report.active):
         _notify(report, notify_url, fmt=notify_format, report_url=report_url)
     ctx.exit(report.exit_code)
 
@@ -115,12 +121,16 @@ DEFAULT_IMPORT = f"{SHOPS_DIR}/imported.yaml"
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path),
               help=f"The YAML file to write (default: {DEFAULT_IMPORT} in the config dir).")
 @click.option("--force", is_flag=True, help="Overwrite --out if it exists (its shops are replaced by the import).")
+@label_option
 @click.pass_context
-def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out: Path | None, force: bool) -> None:
+def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out: Path | None, force: bool,
+               labels: dict[str, str]) -> None:
     """Write the platform's actual bindings of shops as config YAML (onboarding).
 
     Shops the configuration already declares are skipped (and named), so no shop id is
-    ever declared twice. Exit 0 written (or nothing to import with --all), 1 error.
+    ever declared twice. --label KEY=VALUE is written on every imported shop; the file
+    starts with a yaml-language-server line naming the shops schema (reconciler schema).
+    Exit 0 written (or nothing to import with --all), 1 error.
     """
     if bool(shops) == all_shops:
         raise ReconcilerError("import: give either --shop ID (repeatable) or --all")
@@ -128,7 +138,8 @@ def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out:
     target = Target.at(out if out is not None else config.dir / DEFAULT_IMPORT, config.dir / SHOPS_DIR, force=force)
     with closing(provider_for(ctx, config.settings, config.dir)) as provider:
         result = import_shops(provider, target, wanted=None if all_shops else shops, erps=config.erps,
-                              declared={s.id: str(s.source) for s in config.shops}, progress=progress_printer("import"))
+                              declared={s.id: str(s.source) for s in config.shops}, progress=progress_printer("import"),
+                              labels=labels)
     for s, where in result.skipped.items() if shops else ():
         err(f"shop {s}: skipped, already declared at {where}")
     if all_shops and result.skipped:
@@ -140,7 +151,7 @@ def import_cmd(ctx: click.Context, shops: tuple[str, ...], all_shops: bool, out:
             raise ReconcilerError("nothing imported")
         click.echo("Nothing to import: the configuration declares every shop the platform knows.")
         ctx.exit(Exit.ok)
-    write_import(target, result.imported, force=force)
+    write_import(target, result.imported, force=force, schema=config.dir / SCHEMAS_DIR / "shops.schema.json")
     if result.dropped:
         err(f"{target.path} no longer declares {len(result.dropped)} shop(s) it declared before: {', '.join(result.dropped)}")
     if result.unknown_appkeys:

@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .. import __version__
+from .. import __version__, clock
 from ..apply import ApplyResult, make_plan
-from ..errors import ReconcilerError, StalePlan, UnsafePlan
+from ..config import SCHEMAS_DIR, Config, load_config
+from ..errors import ConfigError, Issue, ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
 from ..gitutil import git_info
 from ..history import default_actor, format_time
@@ -27,9 +28,14 @@ from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, p
 from ..run import ApplyRun, RunOptions
 from ..saved import check_signature, plan_from_data, plan_key
 from ..saved import to_json as saved_json
+from ..schema import FILES as SCHEMA_FILES
+from ..schema import all_schemas
+from ..schema import to_json as schema_json
+from ..select import Selection
 from ..shard import Shard
 from ..target import target_of
 from ..vocab import Exit
+from ..waivers import waive_plan
 
 if TYPE_CHECKING:
     from ..state import InterruptedShop, Store
@@ -46,34 +52,115 @@ from .common import (
     state,
     store_for,
 )
+from .selection import choose, no_saved_plan_with, select_option
+
+VALIDATE_FORMATS = ("text", "json", "github")
+
+
+def _valid_line(config: Config) -> str:
+    n = sum(len(s.bindings) for s in config.shops)
+    more = "".join(f", {k} {w}(s)" for k, w in ((len(config.profiles), "profile"), (len(config.waivers), "waiver")) if k)
+    return (f"Configuration valid: {len(config.shops)} shop(s), {n} managed binding(s), {len(config.erps)} ERP(s){more}"
+            + (f", {len(config.warnings)} warning(s)." if config.warnings else "."))
+
+
+def _issue_data(i: Issue) -> dict[str, Any]:
+    return {"file": i.file, "line": i.line or None, "column": i.column or None, "path": i.path, "message": i.message}
+
+
+def _gh(text: str, *, prop: bool = False) -> str:
+    """GitHub workflow-command escaping (data; properties also escape ``:`` and ``,``)."""
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return text.replace(":", "%3A").replace(",", "%2C") if prop else text
+
+
+def _annotation(i: Issue) -> str:
+    where = [f"file={_gh(i.file, prop=True)}"]
+    if i.line:
+        where += [f"line={i.line}", f"col={i.column}"]
+    key = f"{i.path}: " if i.path else ""
+    return f"::{'error' if i.severity == 'error' else 'warning'} {','.join(where)}::{_gh(key + i.message)}"
 
 
 @click.command()
+@click.option("--format", "fmt", type=click.Choice(VALIDATE_FORMATS), default="text", show_default=True,
+              help="text for people; json for programs; github: annotations on the pull request's files.")
 @click.pass_context
-def validate(ctx: click.Context) -> None:
-    """Check the configuration offline. Exit 0 valid, 1 invalid."""
-    config = load(ctx)
-    n = sum(len(s.bindings) for s in config.shops)
-    click.echo(f"Configuration valid: {len(config.shops)} shop(s), {n} managed binding(s), {len(config.erps)} ERP(s)"
-               + (f", {len(config.warnings)} warning(s)." if config.warnings else "."))
+def validate(ctx: click.Context, fmt: str) -> None:
+    """Check the configuration offline. Exit 0 valid, 1 invalid.
+
+    --format json prints {"format_version": 1, "valid", "errors", "warnings"}; --format
+    github prints ::error/::warning lines that GitHub Actions shows on the changed files.
+    """
+    if fmt == "text":
+        click.echo(_valid_line(load(ctx)))
+        return
+    try:
+        config: Config | None = load_config(state(ctx).config_dir)
+        issues = list(config.warnings) if config is not None else []
+    except ConfigError as e:
+        config, issues = None, list(e.issues)
+    errors = [i for i in issues if i.severity == "error"]
+    warnings = [i for i in issues if i.severity != "error"]
+    if fmt == "json":
+        data: dict[str, Any] = {"format_version": 1, "valid": config is not None,
+                                "errors": [_issue_data(i) for i in errors], "warnings": [_issue_data(i) for i in warnings]}
+        if config is not None:
+            data["summary"] = {"shops": len(config.shops), "bindings": sum(len(s.bindings) for s in config.shops),
+                               "erps": len(config.erps), "profiles": len(config.profiles), "waivers": len(config.waivers)}
+        click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
+    else:
+        for i in [*errors, *warnings]:
+            click.echo(_annotation(i))
+        click.echo(_valid_line(config) if config is not None else f"{len(errors)} error(s) in the configuration")
+    ctx.exit(Exit.ok if config is not None else Exit.error)
+
+
+@click.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path),
+              help="The folder to write them to (default: schemas/ in the config dir).")
+@click.pass_context
+def schema(ctx: click.Context, out: Path | None) -> None:
+    """Write JSON Schemas (draft 2020-12) of the configuration files, for editors.
+
+    One per file: shops, erps, profiles, waivers, reconciler (NAME.schema.json). When the
+    configuration can be read, the schemas also know its ERP and profile names. Point your
+    editor's YAML extension at them (README: "Editors"), or start a file with
+    # yaml-language-server: $schema=PATH. Exit 0, 1 when a file cannot be written.
+    """
+    root = Path(state(ctx).config_dir)
+    target = out if out is not None else root / SCHEMAS_DIR
+    try:
+        config: Config | None = load_config(root)
+    except ReconcilerError:
+        config = None
+    erps = sorted(config.erps) if config is not None else []
+    profiles = sorted(config.profiles) if config is not None else []
+    for kind, text in ((k, schema_json(v)) for k, v in all_schemas(erps=erps, profiles=profiles).items()):
+        write_atomic(target / f"{kind}.schema.json", text)
+    what = f" (with the {len(erps)} ERP and {len(profiles)} profile name(s) of {root})" if config is not None else \
+        " (the configuration could not be read: without its ERP and profile names)"
+    click.echo(f"Wrote {len(SCHEMA_FILES)} schemas to {target}{what}: {', '.join(f'{k}.schema.json' for k in SCHEMA_FILES)}")
 
 
 @click.command()
 @shop_option
+@select_option
 @shard_option
 @click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write the saved plan (JSON) here.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending.")
 @click.option("--force", is_flag=True, help="Allow changes over the safety threshold and on protected shops.")
 @click.pass_context
-def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: str, out: Path | None, detailed_exitcode: bool,
-         force: bool) -> None:
+def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, fmt: str,
+         out: Path | None, detailed_exitcode: bool, force: bool) -> None:
     """Read the actual state and print the plan.
 
-    Exit 0 (no changes), 1 (error, or a problem of severity error), 2 with
-    --detailed-exitcode when changes are pending.
+    Exit 0 (no changes), 1 (error, or a problem of severity error; a waived one is shown
+    but does not count), 2 with --detailed-exitcode when changes are pending. A --shop or
+    --select that matches no shop exits 1.
     """
-    config = load(ctx, shops, shard)
+    config = choose(ctx, shops, select, shard).config
     store = store_for(config.settings, config.dir, create=False)
     interrupted = {}
     if store is not None:
@@ -81,6 +168,7 @@ def plan(ctx: click.Context, shops: tuple[str, ...], shard: Shard | None, fmt: s
             interrupted = {s: i.message() for s, i in store.interrupted_shops([s.id for s in config.shops]).items()}
     with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
         result = make_plan(config.desired(), provider, force=force, interrupted=interrupted, auth=auth_problems(ctx))
+        result = waive_plan(result, config.waivers, config.today or clock.today())
         if out is not None:  # a saved plan says when, by which version and for which platform it was made
             result = result.stamped(created_at=format_time(datetime.now(UTC)), tool_version=__version__,
                                     target=target_of(config.settings, provider))
@@ -176,6 +264,7 @@ def _apply_run(ctx: click.Context, run: ApplyRun, desired: Desired, *, force: bo
 @click.command()
 @click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
 @shop_option
+@select_option
 @shard_option
 @click.option("--auto-approve", is_flag=True, help="Apply a fresh plan without asking (CI).")
 @click.option("--force", is_flag=True, help="Override the safety threshold and protect: true.")
@@ -185,8 +274,8 @@ def _apply_run(ctx: click.Context, run: ApplyRun, desired: Desired, *, force: bo
 @click.option("--max-age", callback=_max_age, metavar="AGE",
               help="Refuse a saved plan made longer ago than this (30m, 24h, 7d).")
 @click.pass_context
-def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], shard: Shard | None, auto_approve: bool,
-          force: bool, actor: str | None, lock_timeout: float | None, max_age: timedelta | None) -> None:
+def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], select: Selection | None, shard: Shard | None,
+          auto_approve: bool, force: bool, actor: str | None, lock_timeout: float | None, max_age: timedelta | None) -> None:
     """Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE.
 
     A saved plan is applied only to the platform it was made for (its target). Exit 0
@@ -195,10 +284,12 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
     """
     if planfile is not None and (shops or shard):
         raise click.UsageError("--shop and --shard cannot be combined with a saved plan (it is applied exactly)")
+    no_saved_plan_with(planfile, select)
     if planfile is None and max_age is not None:
         raise click.UsageError("--max-age applies to a saved plan: reconciler apply --max-age 24h PLANFILE")
     saved = _read_plan_file(planfile) if planfile is not None else None
-    config = load(ctx, shops, shard)  # a saved plan too: it is applied only as far as the configuration asks
+    # a saved plan too: it is applied only as far as the configuration asks
+    config = choose(ctx, shops, select, shard).config
     settings, config_dir = config.settings, config.dir
     options = _run_options(settings, config_dir, actor, lock_timeout)
     store = open_store_for(settings, config_dir)
@@ -209,6 +300,7 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sha
         if saved is None:
             the_plan = make_plan(config.desired(), provider, force=force,
                                  interrupted={s: i.message() for s, i in interrupted.items()}, auth=auth_problems(ctx))
+            the_plan = waive_plan(the_plan, config.waivers, config.today or clock.today())
             click.echo(plan_text(the_plan, colour=state(ctx).colour_for(sys.stdout)), nl=False)
         else:
             assert saved is not None
@@ -239,5 +331,5 @@ def show(ctx: click.Context, planfile: Path, fmt: str) -> None:
     click.echo(plan_as(fmt, saved, colour=state(ctx).colour_for(sys.stdout)), nl=False)
 
 
-COMMANDS: list[Any] = [validate, plan, apply, show]
+COMMANDS: list[Any] = [validate, plan, apply, show, schema]
 PLAN_FILE_LIMIT = 256 << 20   # a plan of 100,000 shops × 3 changes is ~150 MB of JSON

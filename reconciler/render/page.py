@@ -203,7 +203,8 @@ def _counts_text(changes: Sequence[Change]) -> str:
 
 def _problems_text(problems: Sequence[Problem]) -> str:
     c = Counter(p.severity for p in problems)
-    return ", ".join(plural(c[s], s.value) for s in (Severity.error, Severity.warning) if c[s])
+    return ", ".join([plural(c[s], s.value) for s in (Severity.error, Severity.warning) if c[s]]
+                     + ([f"{c[Severity.waived]} waived"] if c[Severity.waived] else []))
 
 
 def _plan_row(shop: str, plan: Plan, changes: Sequence[Change], problems: Sequence[Problem], labels: Labels) -> Row:
@@ -281,13 +282,14 @@ def _finding_erp(f: Finding, erps: Mapping[str, str]) -> str:
 def _finding_item(f: Finding, erps: Mapping[str, str]) -> Item:
     """A finding's message already says both sides; its ``why`` is where the config says otherwise."""
     where = f"config: {f.source}" if f.source else ("not in the config" if f.category == Category.unmanaged else "")
-    return Item(kind=f.category.value, tag=f"{f.kind}:", scenario=f.scenario.value if f.scenario else "",
-                text=_t(f.message), why=_t(where))
+    return Item(kind="waived" if f.waived else f.category.value, tag=f"{f.kind}{' (waived)' if f.waived else ''}:",
+                scenario=f.scenario.value if f.scenario else "", text=_t(f.message), why=_t(where))
 
 
 def _drift_row(shop: str, name: str, findings: Sequence[Finding], erps: Mapping[str, str], labels: Labels) -> Row:
-    status = "error" if any(f.category == Category.error for f in findings) else ("drift" if findings else "clean")
-    c = Counter(f.category for f in findings)
+    active = [f for f in findings if not f.waived]
+    status = "error" if any(f.category == Category.error for f in active) else ("drift" if active else "clean")
+    c = Counter(f.category for f in active)
     summary = ", ".join(f"{c[k]} {k.value}" for k in CATEGORY_ORDER if c[k]) or "clean"
     erp_names = sorted({_finding_erp(f, erps) for f in findings} - {NO_ERP})
     label_text = _label_text(labels.get(shop, {}))

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 
 from ..plan import Change, Plan, Problem
 from ..saved import target_label
-from ..vocab import Action, Severity, show
+from ..vocab import Action, ProblemKind, Severity, show
 from .common import MARKDOWN_BUDGET, Budget, code, cut_note, html, md, plural, style
 
 SYMBOL = {Action.bind: "+", Action.rotate: "~", Action.unbind: "-", Action.update: "~"}
 COLOUR = {Action.bind: "green", Action.rotate: "yellow", Action.unbind: "red", Action.update: "cyan"}
-SEV_COLOUR = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "blue"}
+SEV_COLOUR = {Severity.error: "red", Severity.warning: "yellow", Severity.info: "blue", Severity.waived: "magenta"}
 
 
 def problem_line(p: Problem, colour: bool = False) -> str:
@@ -25,8 +25,9 @@ def summary_line(plan: Plan) -> str:
     s = plan.summary
     errors = len(plan.errors)
     warnings = len(plan.warnings)
+    waived = sum(1 for p in plan.problems if p.severity == Severity.waived)
     return (f"Plan: {s['bind']} to bind, {s['rotate']} to rotate, {s['unbind']} to unbind, {s['update']} to update;"
-            f" {errors} error(s), {warnings} warning(s).")
+            f" {errors} error(s), {warnings} warning(s)" + (f", {waived} waived." if waived else "."))
 
 
 def provenance(plan: Plan) -> str | None:
@@ -54,6 +55,8 @@ def plan_text(plan: Plan, *, colour: bool = False) -> str:
     if not plan.changes:
         if plan.errors:
             lines.append("No changes can be applied; some shops have errors (see Problems).")
+        elif _held(plan):
+            lines.append("No changes can be applied; the changes of shops with waived problems stay withheld (see Problems).")
         else:
             lines.append("No changes. The platform matches the configuration.")
     for shop, changes in by_shop.items():
@@ -74,6 +77,11 @@ def plan_text(plan: Plan, *, colour: bool = False) -> str:
         lines.append("")
     lines.append(summary_line(plan))
     return "\n".join(lines) + "\n"
+
+
+def _held(plan: Plan) -> bool:
+    """Changes withheld by problems that are waived (so not errors any more)."""
+    return any(p.kind == ProblemKind.withheld for p in plan.problems)
 
 
 def plan_json(plan: Plan) -> str:
@@ -98,6 +106,8 @@ def _counts(changes: Sequence[Change], problems: Sequence[Problem]) -> str:
             if any(c.action is a for c in changes)]
     sevs = [plural(sum(1 for p in problems if p.severity == s), s) for s in (Severity.error, Severity.warning)
             if any(p.severity is s for p in problems)]
+    waived = sum(1 for p in problems if p.severity == Severity.waived)
+    sevs += [f"{waived} waived"] if waived else []
     return ", ".join(acts + sevs) or "no changes"
 
 
@@ -140,8 +150,9 @@ def plan_markdown(plan: Plan, *, limit: int = MARKDOWN_BUDGET) -> str:
         head.append(f"**{s['bind']}** to bind · **{s['rotate']}** to rotate · **{s['unbind']}** to unbind ·"
                     f" **{s['update']}** to update, in {plural(len(changes), 'shop')} of {len(plan.shops)} planned;"
                     f" {plural(len(errors), 'error')}, {plural(len(warnings), 'warning')}.\n\n")
-    elif errors:
-        head.append(f"**No changes can be applied;** some shops have errors ({plural(len(plan.shops), 'shop')}"
+    elif errors or _held(plan):
+        why = "errors" if errors else "waived problems"
+        head.append(f"**No changes can be applied;** some shops have {why} ({plural(len(plan.shops), 'shop')}"
                     f" planned; {plural(len(errors), 'error')}, {plural(len(warnings), 'warning')}).\n\n")
     else:
         head.append(f"**No changes.** The platform matches the configuration ({plural(len(plan.shops), 'shop')} planned;"
