@@ -194,7 +194,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
     kind = err["type"]
     value = err.get("input")
     last = path[-1] if path else ""
-    if str(last) in _SECRET_KEYS and kind != "extra_forbidden":
+    if str(last) in _SECRET_KEYS and kind not in ("extra_forbidden", "value_error"):  # our validators echo no value
         # a secret (world files hold the app secret and session keys): never echo the value
         return path, "must be a quoted, non-empty string (the value is not shown: it is a secret)", False
     if kind == "extra_forbidden":
