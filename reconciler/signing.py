@@ -70,7 +70,10 @@ def timestamp(now: datetime) -> str:
 
 
 def parse_timestamp(text: str) -> datetime:
-    """A TOP timestamp (GMT+8) as an aware datetime; ValueError when malformed."""
+    """A TOP timestamp (GMT+8) as an aware datetime; ValueError when malformed (strptime alone
+    would take fullwidth digits: "２０２６-03-01 12:00:00")."""
+    if not text.isascii():
+        raise ValueError(f"a timestamp is ASCII: {text!r}")
     return datetime.strptime(text, TIMESTAMP_FORMAT).replace(tzinfo=GMT8)
 
 

@@ -255,3 +255,91 @@ def test_hostile_bodies_are_refused_unread_and_memory_stays_bounded(tmp_path: Pa
             assert "cannot read" not in line, line
     assert took < 20, took
     assert rss_mib < 250, rss_mib   # a bomb inflated, or 2e5 nested lists built, would be far above
+
+
+# --------------------------------------------------------------------------- issue 9.4: waits that end
+
+
+SLOW: dict[str, Any] = {  # shop → its get answer: each never completes within the deadline
+    "100002": lambda s: Reply(*_get(s), every_s=0.05),                        # the body a byte at a time
+    "100003": lambda s: Reply(*_get(s), every_s=0.05, trickle_headers=True),  # the headers too
+    "100004": lambda s: Reply(*_get(s), delay_s=30),                          # nothing at all
+    "100005": lambda s: Reply(200, b'{"erp_binding_get_response": {"shop_name": "', endless=b"x", every_s=0.01),
+}
+
+
+def test_every_request_ends_by_its_deadline_however_slowly_the_gateway_trickles(tmp_path: Path,
+                                                                               gateway: HostileGateway) -> None:
+    """The read timeout (5 s here) never trips on a byte every 50 ms; the whole-request deadline
+    (1 s) does, for each shop alone, and the honest shop is read as usual."""
+    shops = [HONEST, *SLOW]
+    fake = on_old(shops)
+    gateway.script = fake.scripts({GET: lambda p, honest: SLOW[p["shop_id"]](p["shop_id"]) if p["shop_id"] in SLOW
+                                   else honest})
+    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 1, "timeout_s": 5, "parallelism": 5})
+    r, took, _ = run(cfg, "plan")
+    assert r.code == 1, r.text
+    for shop in SLOW:
+        line = shop_lines(r.out, shop)
+        assert "no complete answer within the deadline of 1 s (provider.deadline_s)" in line, line
+    assert r.out.startswith(f"  # shop {HONEST}\n  ~ intercept_shipment  rotate"), r.out
+    assert took < 8, took
+
+
+@pytest.mark.parametrize("answer", [
+    Reply(delay_s=30),                              # never answers
+    Reply(drop=True),                               # hangs up
+    Reply(503, b"<html>Service Unavailable</html>"),  # a proxy in front of a dead gateway
+], ids=["silent", "hangs-up", "http-503"])
+def test_the_circuit_breaker_stops_the_run_after_consecutive_failures(tmp_path: Path, gateway: HostileGateway,
+                                                                     answer: Reply) -> None:
+    """20 shops, 3 retries each: without the breaker, every shop would wait out its retries.
+    With ``max_failures: 4`` the run stops after 4 requests in a row got no answer, with one
+    message, and sends nothing more."""
+    shops = [str(100001 + i) for i in range(20)]
+    gateway.script = {GET: lambda p: answer}
+    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 0.5, "max_failures": 4, "parallelism": 2},
+                       apply="{retries: 3, backoff_s: 0, max_backoff_s: 0}")
+    r, took, _ = run(cfg, "plan")
+    assert r.code == 1, r.text
+    [line] = r.err.splitlines()
+    assert line.startswith("Error: erp.binding.get: ") and line.endswith(
+        "that is 4 requests in a row without an answer: the run stops (provider.max_failures)"), line
+    assert gateway.calls[GET] <= 4 + 2, gateway.calls  # the 4, and at most one more in flight per worker
+    assert took < 8, took
+
+
+@pytest.mark.parametrize(("ban", "provider", "said"), [
+    ("86400", {}, "banned the app for 86400 s, longer than provider.max_ban_s (300 s)"),
+    ("9" * 400, {}, "banned the app for an unbounded time, longer than provider.max_ban_s (300 s)"),
+    ("10", {"max_ban_s": 3}, "banned the app for 10 s, longer than provider.max_ban_s (3 s)"),
+])
+def test_a_ban_longer_than_max_ban_s_stops_the_run_at_once(tmp_path: Path, gateway: HostileGateway, ban: str,
+                                                          provider: dict[str, Any], said: str) -> None:
+    shops = [str(100001 + i) for i in range(10)]
+    gateway.script = {GET: lambda p: (200, json.dumps({"error_response": {
+        "code": 7, "msg": "App Call Limited", "sub_code": "isp.call-limited",
+        "sub_msg": f"This ban will last for {ban} more seconds"}}).encode())}
+    cfg = write_agency(tmp_path, gateway.url, shops, provider=provider)
+    r, took, _ = run(cfg, "plan")
+    assert r.code == 1, r.text
+    [line] = r.err.splitlines()
+    assert said in line and "the run stops; try again after the ban" in line, line
+    assert took < 8 and gateway.calls[GET] <= 4 + 1, (took, gateway.calls)
+
+
+def test_a_ban_within_max_ban_s_is_waited_out(tmp_path: Path, gateway: HostileGateway) -> None:
+    fake = on_old([HONEST])
+    banned = [True]
+
+    def once(p: dict[str, str], honest: tuple[int, bytes]) -> Any:
+        if banned.pop() if banned else False:
+            return 200, json.dumps({"error_response": {"code": 7, "sub_code": "isp.call-limited",
+                                                       "sub_msg": "This ban will last for 1 more seconds"}}).encode()
+        return honest
+
+    gateway.script = fake.scripts({GET: once})
+    cfg = write_agency(tmp_path, gateway.url, [HONEST], provider={"max_ban_s": 2}, apply="{retries: 1}")
+    r, took, _ = run(cfg, "plan", "--detailed-exitcode")
+    assert r.code == 2 and "2 to rotate" in r.out, r.text
+    assert took >= 1
