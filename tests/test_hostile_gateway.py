@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 from clikit import Done, cli_env, command
+from conftest import APP_SECRET
 from hostile import FakePlatform, HostileGateway, Reply, gzip_bomb, gzipped, ok, raw
 
 OLD, NEW = "31415926", "21345678"
@@ -94,6 +95,9 @@ READ_LIES: dict[str, tuple[Any, str]] = {   # shop → (its get answer, what the
     "100009": (lambda s: _get("100001"), "answered for shop '100001' when asked for 100009; check the session key"),
     "100010": (lambda s: ok(GET, []), "erp_binding_get_response is a list, not an object"),
     "100011": (lambda s: raw(b'{"erp_binding_get_response": {"shop_id": "100011"'), "not JSON"),
+    # a gateway that quotes secrets back: never shown
+    "100012": (lambda s: _get(s, buyer_self_service=f"sess-{s}"), "buyer_self_service: input should be a valid boolean (got '***')"),
+    "100013": (lambda s: _get(s, shop_id=f"{APP_SECRET} sess-100001"), "answered for shop '*** ***' when asked for 100013"),
 }
 
 
@@ -111,6 +115,7 @@ def test_read_answers_of_the_wrong_shape_fail_their_shop_alone(tmp_path: Path, g
     for shop, (_, why) in READ_LIES.items():
         line = shop_lines(r.text, shop)
         assert "cannot read the shop" in line and why in line, (shop, line)
+    assert APP_SECRET not in r.text and "sess-1000" not in r.text
     assert r.out.startswith(f"  # shop {HONEST}\n  ~ intercept_shipment  rotate") and "2 to rotate" in r.out, r.out
     assert fake.snapshot() == on_old(shops).snapshot()
 
