@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     from .providers.tokens import TokenClient, TokenGrant
     from .state import Store
-    from .state.tokens import TokenRow
+    from .state.tokens import Claim, Renewed, TokenRow
 
 ENV_KEY = "RECONCILER_STATE_KEY"
 DEFAULT_WINDOW = timedelta(days=7)
@@ -413,6 +413,8 @@ class Renewer:
         self._host = socket.gethostname()
         self._fatal: list[FatalProviderError] = []
         self._lock = threading.Lock()
+        self.holder = f"{self._host}:{self.pid}:{uuid.uuid4().hex[:12]}"   # this run's claims
+        self._commit = _GroupCommit(store)
 
     def renew(self, shops: Sequence[str], *, within: timedelta, progress: Callable[[int, int, str], None] | None = None
               ) -> list[Renewal]:
@@ -420,12 +422,14 @@ class Renewer:
         ones). A fatal gateway error (signature, app key, clock) stops the run: raised."""
         todo = sorted(set(shops))
         done = [0]
+        ahead = _ClaimAhead(self, todo, batch=max(1, self.parallelism))
 
         def one(shop: str) -> Renewal:
             if self._fatal:
+                ahead.drop(shop)
                 return Renewal(shop, Outcome.failed, "not tried: the run stopped")
             try:
-                r = self.renew_one(shop, within=within)
+                r = self.renew_one(shop, within=within, claimed=ahead.take(shop))
             except FatalProviderError as e:
                 with self._lock:
                     self._fatal.append(e)
@@ -449,12 +453,14 @@ class Renewer:
         ends = _at(row.expires_at)
         return ends is not None and ends <= self._clock() + within
 
-    def renew_one(self, shop: str, *, within: timedelta) -> Renewal:
-        holder = f"{self._host}:{self.pid}:{uuid.uuid4().hex[:12]}"
+    def renew_one(self, shop: str, *, within: timedelta, claimed: Claim | None = None) -> Renewal:
+        """Renew one shop if it is due; ``claimed``: its claim already taken (by ``self.holder``)."""
+        holder = self.holder
         deadline = time.monotonic() + self.wait_s
         pause, waited = 0.02, False
         while True:
-            claim = self.store.claim_renewal(shop, holder, pid=self.pid, lease_s=self.lease_s)
+            claim = claimed or self.store.claim_renewal(shop, holder, pid=self.pid, lease_s=self.lease_s)
+            claimed = None
             row = claim.row
             if row is None:
                 return Renewal(shop, Outcome.missing, "no token stored: the merchant must authorize the app"
@@ -494,8 +500,13 @@ class Renewer:
             grant = self.client.refresh(secret.refresh_token)
         except ProviderError as e:
             return self._failed(shop, holder, row, e, took_over=took_over, at=at)
+        from .state.tokens import Renewed
+
         token = from_grant(shop, grant, at)
-        written = self.store.put_token(shop, source="refresh", expect_generation=row.generation, **_columns(token, self.keyring))
+        cols = _columns(token, self.keyring)
+        written = self._commit.put(Renewed(shop=shop, sealed=cols["sealed"], key_id=cols["key_id"],
+                                           expires_at=cols["expires_at"], refresh_expires_at=cols["refresh_expires_at"],
+                                           refreshable=cols["refreshable"], expect_generation=row.generation))
         if not written:  # someone stored a newer token meanwhile (auth add, import): theirs stands
             self.store.release_renewal(shop, holder, keep_note=True)
             return Renewal(shop, Outcome.elsewhere, "a newer token was stored meanwhile; kept it")
@@ -522,6 +533,76 @@ class Renewer:
         note = f"renewal failed at {format_time(at)}: {e}"
         self.store.release_renewal(shop, holder, note=note[:500])
         return Renewal(shop, Outcome.failed, f"renewal failed: {e}", expires_at=row.expires_at)
+
+
+class _ClaimAhead:
+    """Claims the shops of a run a batch at a time (one transaction per batch instead of per
+    shop), in the order the workers take them; a shop whose claim another live process holds
+    is left to ``renew_one``'s wait. Claims a stopped run never used are released."""
+
+    def __init__(self, renewer: Renewer, todo: Sequence[str], *, batch: int) -> None:
+        self._r = renewer
+        self._todo = list(todo)
+        self._next = 0
+        self._batch = batch
+        self._got: dict[str, Claim] = {}
+        self._lock = threading.Lock()
+
+    def take(self, shop: str) -> Claim | None:
+        with self._lock:
+            if shop not in self._got and self._next < len(self._todo) and self._todo[self._next] <= shop:
+                while self._next < len(self._todo) and self._todo[self._next] < shop:
+                    self._next += 1
+                chunk = self._todo[self._next:self._next + self._batch]
+                self._next += len(chunk)
+                r = self._r
+                self._got.update(r.store.claim_renewals(chunk, r.holder, pid=r.pid, lease_s=r.lease_s))
+            return self._got.pop(shop, None)
+
+    def drop(self, shop: str) -> None:
+        claim = self.take(shop)
+        if claim is not None and claim.held:
+            self._r.store.release_renewal(shop, self._r.holder, keep_note=True)
+
+
+class _GroupCommit:
+    """Stores renewed tokens with as few commits as the store's speed asks: a thread that
+    finds no write under way writes everything waiting, in one transaction, for everyone
+    (no added delay: a renewal waits at most for the commit before its own)."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cond = threading.Condition()
+        self._pending: list[Renewed] = []
+        self._results: dict[int, bool | BaseException] = {}
+        self._busy = False
+
+    def put(self, item: Renewed) -> bool:
+        with self._cond:
+            self._pending.append(item)
+            while id(item) not in self._results and self._busy:
+                self._cond.wait()
+            if id(item) not in self._results:
+                batch, self._pending, self._busy = self._pending, [], True
+            else:
+                batch = []
+        if batch:
+            try:
+                written: dict[str, bool] | BaseException = self._store.put_renewed(batch)
+            except BaseException as e:  # every waiter of the batch learns it
+                written = e
+            with self._cond:
+                for it in batch:
+                    self._results[id(it)] = written if isinstance(written, BaseException) else written[it.shop]
+                self._busy = False
+                self._cond.notify_all()
+        with self._cond:
+            while id(item) not in self._results:
+                self._cond.wait()
+            result = self._results.pop(id(item))
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
 
 def mark_dead(store: Store, shop: str, note: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from datetime import timedelta
@@ -292,7 +293,9 @@ def refresh(ctx: click.Context, within: timedelta, shops: tuple[str, ...]) -> No
     with closing(store), closing(open_token_provider(settings, config_dir)) as provider:
         renewer = auth.Renewer(store, keyring, _client(provider), lease_s=settings.state.lock_lease_s,
                                parallelism=_parallelism(ctx, settings))
+        started = time.monotonic()
         results = renewer.renew(wanted, within=within, progress=progress_printer("auth refresh"))
+        took = time.monotonic() - started
     by = {o: [r for r in results if r.outcome is o] for o in Outcome}
     for r in results:
         if r.outcome is Outcome.renewed:
@@ -303,7 +306,7 @@ def refresh(ctx: click.Context, within: timedelta, shops: tuple[str, ...]) -> No
             click.echo(f"{r.shop}: {r.outcome.value}: {r.message}")
     bad = by[Outcome.failed] + by[Outcome.dead] + by[Outcome.missing]
     click.echo(f"Renewed {len(by[Outcome.renewed])} token(s); {len(by[Outcome.elsewhere])} renewed by another run;"
-               f" {len(by[Outcome.not_needed])} not due; {len(bad)} could not be renewed.")
+               f" {len(by[Outcome.not_needed])} not due; {len(bad)} could not be renewed ({took:.1f} s).")
     ctx.exit(Exit.partial if bad else Exit.ok)
 
 

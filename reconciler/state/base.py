@@ -22,7 +22,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime
 from types import TracebackType
 
@@ -72,6 +72,17 @@ class _Wake:
 
 _WAKES: dict[str, _Wake] = {}
 _WAKES_LOCK = threading.Lock()
+# SQLite: one writer at a time per database file. Threads of one process queue here for it
+# instead of in SQLite's busy handler, which sleeps in growing steps (1 ms … 100 ms) and so
+# made eight renewal threads slower than one. Other processes still meet the busy handler.
+_WRITERS: dict[str, threading.RLock] = {}
+
+
+def _writer_for(target: Target) -> threading.RLock | None:
+    if target.path is None:
+        return None
+    with _WAKES_LOCK:
+        return _WRITERS.setdefault(str(target.path.resolve()), threading.RLock())
 
 
 def _wake_for(target: Target) -> _Wake:
@@ -90,6 +101,7 @@ class StoreBase:
         self.host = host or socket.gethostname()
         self._errors = db_errors(target)
         self._wake = _wake_for(target)
+        self._writer = _writer_for(target)
         self._pg = target.kind == "postgresql"
 
     @property
@@ -127,6 +139,11 @@ class StoreBase:
 
     @contextmanager
     def _write(self, *, serialize: bool = False) -> Iterator[Connection]:
+        with self._writer if self._writer is not None else nullcontext(), self._write_tx(serialize=serialize) as conn:
+            yield conn
+
+    @contextmanager
+    def _write_tx(self, *, serialize: bool) -> Iterator[Connection]:
         try:
             with self._engine.connect() as conn:
                 conn.execution_options(**{WRITE: True})

@@ -20,7 +20,7 @@ processes (SQLite or PostgreSQL) never both hold it.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -62,6 +62,19 @@ class Claim:
     holder_pid: int | None = None
     until: str | None = None
     took_over: bool = False  # the previous holder was dead: its renewal may have spent the refresh token
+
+
+@dataclass(frozen=True)
+class Renewed:
+    """A renewed token to store (``put_renewed``): sealed, with its ends."""
+
+    shop: str
+    sealed: str = field(repr=False)
+    key_id: str
+    expires_at: str | None
+    refresh_expires_at: str | None
+    refreshable: bool
+    expect_generation: int
 
 
 def _row(r: sa.RowMapping) -> TokenRow:
@@ -126,27 +139,55 @@ class TokenOps(StoreBase):
     def claim_renewal(self, shop: str, holder: str, *, pid: int, lease_s: float) -> Claim:
         """Try to take ``shop``'s renewal claim for ``holder`` (this host, process ``pid``) for
         ``lease_s`` seconds; re-reads the row in the same transaction."""
+        return self.claim_renewals([shop], holder, pid=pid, lease_s=lease_s)[shop]
+
+    def claim_renewals(self, shops: Sequence[str], holder: str, *, pid: int, lease_s: float) -> dict[str, Claim]:
+        """``claim_renewal`` for several shops in one transaction (one commit for a batch)."""
+        out: dict[str, Claim] = {}
         with self._write() as conn:
             now = self._now()
-            r = conn.execute(sa.select(tokens).where(tokens.c.shop == shop)).mappings().first()
-            if r is None:
-                return Claim(row=None, held=False)
-            row = _row(r)
-            took_over = False
-            if row.claim is not None and row.claim != holder:
-                alive = self.holder_alive(host=row.claim_host, pid=row.claim_pid, until=row.claim_until, now=now)
-                if alive:
-                    return Claim(row=row, held=False, holder_host=row.claim_host, holder_pid=row.claim_pid,
-                                 until=row.claim_until)
-                took_over = True
-            cond = tokens.c.claim.is_(None) if row.claim is None else tokens.c.claim == row.claim
-            done = conn.execute(sa.update(tokens).where(tokens.c.shop == shop, cond)
-                                .values(claim=holder, claim_host=self.host, claim_pid=pid, claim_until=lease_end(now, lease_s),
-                                        claim_since=format_time(now))).rowcount
-            if done != 1:  # another process changed the claim between the read and the update (PostgreSQL)
-                again = conn.execute(sa.select(tokens).where(tokens.c.shop == shop)).mappings().first()
-                return Claim(row=_row(again) if again is not None else None, held=False)
+            found = {r["shop"]: _row(r) for r in conn.execute(sa.select(tokens).where(tokens.c.shop.in_(list(shops))))
+                     .mappings()}
+            for shop in shops:
+                out[shop] = self._claim(conn, found.get(shop), shop, holder, pid=pid, lease_s=lease_s, now=now)
+        return out
+
+    def _claim(self, conn: sa.Connection, row: TokenRow | None, shop: str, holder: str, *, pid: int, lease_s: float,
+               now: datetime) -> Claim:
+        if row is None:
+            return Claim(row=None, held=False)
+        took_over = False
+        if row.claim is not None and row.claim != holder:
+            if self.holder_alive(host=row.claim_host, pid=row.claim_pid, until=row.claim_until, now=now):
+                return Claim(row=row, held=False, holder_host=row.claim_host, holder_pid=row.claim_pid, until=row.claim_until)
+            took_over = True
+        cond = tokens.c.claim.is_(None) if row.claim is None else tokens.c.claim == row.claim
+        done = conn.execute(sa.update(tokens).where(tokens.c.shop == shop, cond)
+                            .values(claim=holder, claim_host=self.host, claim_pid=pid, claim_until=lease_end(now, lease_s),
+                                    claim_since=format_time(now))).rowcount
+        if done != 1:  # another process changed the claim between the read and the update (PostgreSQL)
+            again = conn.execute(sa.select(tokens).where(tokens.c.shop == shop)).mappings().first()
+            return Claim(row=_row(again) if again is not None else None, held=False)
         return Claim(row=row, held=True, took_over=took_over)
+
+    def put_renewed(self, items: Sequence[Renewed]) -> dict[str, bool]:
+        """Store renewed tokens, several in one transaction (a group commit): each only if its
+        row is still at the generation the renewal read; returns shop → whether it was written."""
+        out: dict[str, bool] = {}
+        with self._write() as conn:
+            stamp = self._stamp()
+            have = {s: int(g) for s, g in conn.execute(sa.select(tokens.c.shop, tokens.c.generation)
+                                                       .where(tokens.c.shop.in_([i.shop for i in items])))}
+            for i in items:
+                if have.get(i.shop) != i.expect_generation:
+                    out[i.shop] = False
+                    continue
+                conn.execute(sa.update(tokens).where(tokens.c.shop == i.shop).values(
+                    sealed=i.sealed, key_id=i.key_id, expires_at=i.expires_at, refresh_expires_at=i.refresh_expires_at,
+                    refreshable=int(i.refreshable), updated_at=stamp, source="refresh", note=None, generation=i.expect_generation + 1,
+                    claim=None, claim_host=None, claim_pid=None, claim_until=None, claim_since=None))
+                out[i.shop] = True
+        return out
 
     def release_renewal(self, shop: str, holder: str, *, note: str | None = None, keep_note: bool = False,
                         spent: bool = False) -> None:
