@@ -182,21 +182,27 @@ def graceful_interrupt(stop: threading.Event) -> Iterator[None]:
         return
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     seen: list[str] = []
+    helpers: list[threading.Thread] = []
 
-    def handler(signum: int, frame: object) -> None:
-        name = signal.Signals(signum).name
-        seen.append(name)
-        if len(seen) == 1:
-            stop.set()
+    def respond(name: str, count: int) -> None:
+        """What a signal asks for, on a thread of its own: the handler interrupts the main
+        thread anywhere — holding a lock the providers take, or writing to stderr itself."""
+        if count == 1:
             err(f"\n{name} received: finishing the shops under way (all or nothing each), starting no new one;"
                 " send it again to stop waiting for retries and bans.")
             return
-        if len(seen) == 2:
-            stop.set()
+        if count == 2:
             for provider in list(_OPEN):
                 provider.hurry()
         err(f"\n{name} received again: finishing or putting back the shops under way without waiting out backoffs"
             " or bans (each request ends by provider.deadline_s); no shop is left half-changed. Exit 130 follows.")
+
+    def handler(signum: int, frame: object) -> None:
+        seen.append(signal.Signals(signum).name)
+        stop.set()  # nothing in the main thread holds its lock: it only asks is_set()
+        helper = threading.Thread(target=respond, args=(seen[-1], len(seen)), name="interrupt", daemon=True)
+        helpers.append(helper)
+        helper.start()
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -205,6 +211,8 @@ def graceful_interrupt(stop: threading.Event) -> Iterator[None]:
     finally:
         for sig, h in previous.items():
             signal.signal(sig, h)
+        for helper in helpers:
+            helper.join(timeout=5)
     if len(seen) >= 2:
         err("Interrupted: every shop under way was finished or put back (reconciler history shows which).")
         raise KeyboardInterrupt  # the CLI's one place for it: "Interrupted.", exit 130
