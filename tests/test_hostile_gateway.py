@@ -91,7 +91,7 @@ READ_LIES: dict[str, tuple[Any, str]] = {   # shop → (its get answer, what the
     "100006": (lambda s: _get(s, bindings=None), "bindings: input should be a valid list"),
     "100007": (lambda s: _get(s, detail_whitelisted=None), "detail_whitelisted: input should be a valid boolean"),
     "100008": (lambda s: _get(s, bindings=[{"scenario": "intercept_shipment", "appkey": f"{OLD}\n", "revision": 1}]),
-               "appkey '31415926\\n' is not a string of digits"),
+               "bindings.0.appkey: string should match pattern '^(?:[0-9]{1,32}|virtualAppKey)$' (got '31415926\\n')"),
     "100009": (lambda s: _get("100001"), "answered for shop '100001' when asked for 100009; check the session key"),
     "100010": (lambda s: ok(GET, []), "erp_binding_get_response is a list, not an object"),
     "100011": (lambda s: raw(b'{"erp_binding_get_response": {"shop_id": "100011"'), "not JSON"),

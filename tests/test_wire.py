@@ -122,7 +122,7 @@ def test_a_get_answer_with_any_fields_replaced_is_a_state_or_our_error(changes: 
     ({"bindings": None}, "bindings: input should be a valid list"),
     ({"bindings": [{"scenario": "order_status", "appkey": "12345679", "revision": "3"}]}, "revision: input should be a valid integer"),
     ({"bindings": [{"scenario": "order_status", "appkey": 12345679, "revision": 3}]}, "appkey: input should be a valid string"),
-    ({"bindings": [{"scenario": "order_status", "appkey": "12345679\n", "revision": 3}]}, "is not a string of digits"),
+    ({"bindings": [{"scenario": "order_status", "appkey": "12345679\n", "revision": 3}]}, "appkey: string should match pattern"),
     ({"bindings": [{"scenario": "returns", "appkey": "12345679", "revision": 3}]}, "bindings.0.scenario"),
     ({"bindings": [{"scenario": "order_status", "appkey": "1", "revision": 1}] * 2}, "two bindings for order_status"),
     ({"bindings": [{"scenario": "order_status", "appkey": "1", "revision": -1}]}, "revision: input should be greater than"),

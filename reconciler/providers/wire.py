@@ -36,7 +36,6 @@ MAX_ANSWER_BYTES = 2 << 20   # 2 MiB, compressed and decompressed: a shop's answ
 MAX_DEPTH = 32               # the deepest answer of the contract nests 4 levels
 MAX_DIGITS = 18              # every integer of the contract fits a signed 64-bit value
 MAX_REVISION = 2**63 - 1
-_APPKEY = re.compile(r"[0-9]{1,32}")
 _ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
 
 
@@ -274,22 +273,15 @@ Revision = Annotated[StrictInt, Field(ge=0, le=MAX_REVISION)]
 Text = Annotated[StrictStr, Field(max_length=1000)]
 
 
-def _appkey(value: str | None) -> str | None:
-    if value is not None and value != VIRTUAL_APPKEY and not _APPKEY.fullmatch(value):
-        raise ValueError(f"appkey {value[:40]!r} is not a string of digits (or virtualAppKey)")
-    return value
+# digits, or the Cainiao literal; pydantic's (Rust) ``$`` is the very end: "21345678\n" does not match
+AppKeyText = Annotated[StrictStr, Field(pattern=f"^(?:[0-9]{{1,32}}|{VIRTUAL_APPKEY})$")]
 
 
 class WireBinding(BaseModel):
     model_config = _WIRE
     scenario: ScenarioKey
-    appkey: StrictStr | None      # null: listed but not bound
+    appkey: AppKeyText | None      # null: listed but not bound
     revision: Revision
-
-    @model_validator(mode="after")
-    def _valid_appkey(self) -> WireBinding:
-        _appkey(self.appkey)
-        return self
 
 
 class GetAnswer(BaseModel):
