@@ -634,11 +634,14 @@ class Authorization:
 
 def authorize(store: Store, keyring: Keyring, shops: Sequence[str] | None, *, client: Callable[[], TokenClient] | None,
               within: timedelta = DEFAULT_WINDOW, lease_s: float = 60.0, parallelism: int = 8,
-              at: Clock | None = None) -> Authorization:
+              at: Clock | None = None, also_stored: bool = False) -> Authorization:
     """The sessions for ``shops`` (None: every stored shop), renewing each expired but
-    refreshable token once (``client`` makes the calls; None: no renewal)."""
+    refreshable token once (``client`` makes the calls; None: no renewal). ``also_stored``:
+    the sessions of the other stored shops whose token works too (drift lists the platform's
+    shops by them), with no renewal and no problem for them."""
     clk = at or now
-    rows = store.token_rows(shops)
+    every = store.token_rows(None) if also_stored or shops is None else None
+    rows = every if every is not None and shops is None else store.token_rows(shops)
     t = clk()
     wanted = sorted(set(shops) if shops is not None else set(rows))
     expired = [s for s in wanted if s in rows and judge(rows[s], t, timedelta(0)) is AuthState.expired
@@ -680,6 +683,9 @@ def authorize(store: Store, keyring: Keyring, shops: Sequence[str] | None, *, cl
                    else f"it cannot be renewed: {REAUTHORIZE} before then")
             problems[shop] = (ProblemKind.auth_expiring, Severity.warning,
                               f"the shop's authorization expires at {row.expires_at}{days}; {fix}")
+    for shop, row in (every or {}).items():
+        if shop not in rows and judge(row, t, timedelta(0)) is not AuthState.expired:
+            sessions[shop] = keyring.open(row).access_token
     return Authorization(sessions=sessions, problems=problems,
                          renewed=tuple(s for s, r in sorted(renewals.items()) if r.outcome is Outcome.renewed))
 

@@ -397,3 +397,15 @@ def test_a_permission_refusal_says_what_a_person_does(agency: Any) -> None:
     r = agency.run("plan")
     assert r.exit_code == 1
     assert "grant the sub-account the 客户服务平台 permission" in r.output
+
+
+def test_drift_lists_the_stored_shops_the_configuration_does_not_declare(store_agency: StoreAgency, t0: datetime) -> None:
+    a = store_agency
+    world = {"100001": {"session": token(1)}, "100002": {"session": token(2)}, "100003": {"session": session(t0, 3, ends_in=-DAY)}}
+    a.load(world)
+    a.shops_config(["100001"])
+    a.import_tokens(to_import(world))
+    r = a.run("drift", "--format", "json")
+    findings = {(f["shop"], f["kind"]) for f in json.loads(r.stdout)["findings"]}
+    assert ("100002", "unknown-shop") in findings, r.output
+    assert not any(shop == "100003" for shop, _ in findings), "an expired token of an unmanaged shop is not used"

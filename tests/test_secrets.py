@@ -153,9 +153,16 @@ def test_the_secret_from_a_file(top: Agency) -> None:
 def test_session_keys_from_the_environment(top: Agency) -> None:
     top.top_options["sessions_file"] = None
     top.write("reconciler.yaml", NO_RETRIES)
+    r = top.run("plan")  # neither a file nor the variable: the tokens come from the state store, sealed
+    assert r.exit_code == 1
+    assert "RECONCILER_STATE_KEY is not set" in r.stderr
+    top.top_options["sessions_env"] = "AGENCY_SESSIONS"  # named: it must be set
+    top.write("reconciler.yaml", NO_RETRIES)
     r = top.run("plan")
     assert r.exit_code == 1
-    assert "no session keys: set provider.sessions_file, or export RECONCILER_SESSIONS" in r.stderr
+    assert "no session keys: export AGENCY_SESSIONS as a JSON object" in r.stderr
+    del top.top_options["sessions_env"]
+    top.write("reconciler.yaml", NO_RETRIES)
     r = top.run("plan", "--format", "json", env={"RECONCILER_SESSIONS": json.dumps(SESSIONS)})
     assert r.exit_code == 0, r.output
     assert {c["shop"] for c in json.loads(r.stdout)["changes"]} == {"100001", "100002", "100003"}

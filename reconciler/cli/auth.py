@@ -73,7 +73,7 @@ def run_sessions(ctx: click.Context, settings: Settings, config_dir: Path, shops
                 return _client(provider)
 
             authz = auth.authorize(store, keyring, shops, client=client, lease_s=settings.state.lock_lease_s,
-                                   parallelism=_parallelism(ctx, settings))
+                                   parallelism=_parallelism(ctx, settings), also_stored=ctx.info_name == "drift")
     if authz.renewed:
         shown = ", ".join(authz.renewed[:10]) + (f", … ({len(authz.renewed) - 10} more)" if len(authz.renewed) > 10 else "")
         err(f"Renewed {len(authz.renewed)} expired token(s) on the way: {shown}")
