@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ProviderError
 from .model import AppCheck, Desired, DesiredBinding, DesiredShop, Scenario, ShopState
-from .plan import Change, diff_shop, needed_checks
-from .vocab import BROKEN_KINDS, CATEGORIES, Action, Category, Exit, FindingKind, Outcome, ProblemKind, Severity, show
+from .plan import Change, denied, diff_shop, needed_checks
+from .vocab import BROKEN_KINDS, CATEGORIES, PERMISSION_HINT, Action, Category, Exit, FindingKind, Outcome, ProblemKind, Severity, show
 
 if TYPE_CHECKING:  # types only: at run time this module depends on plan, model and vocab alone
     from .history import Entry
@@ -360,7 +360,8 @@ def compute_drift(
         state = actual[shop.id]
         if isinstance(state, ProviderError):
             findings.append(Finding(shop=shop.id, scenario=None, category=Category.error, kind=ProblemKind.read_failed,
-                                    message=f"cannot read the shop: {state}", source=str(shop.source)))
+                                    message=f"cannot read the shop: {state}" + (f"; {PERMISSION_HINT}" if denied(state) else ""),
+                                    source=str(shop.source)))
             continue
         findings += drift_shop(shop, state, checks, names, last)
     findings += [Finding(shop=s, scenario=None, category=Category.unknown_shop, kind=FindingKind.unknown_shop,

@@ -20,7 +20,7 @@ from typing import Any
 
 from .errors import ProviderError
 from .model import AppCheck, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState
-from .vocab import DISRUPTIVE, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
+from .vocab import DISRUPTIVE, PERMISSION_HINT, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
 
 FORMAT_VERSION = 1
 
@@ -101,6 +101,7 @@ class Plan:
     shops: tuple[str, ...] = ()
     names: Names = field(default_factory=Names)
     # A saved plan's provenance (``stamped``), under the checksum; None on a plan only printed.
+    notes: tuple[str, ...] = ()                # what people must do after applying (the platform's follow-up settings)
     created_at: str | None = None              # UTC ISO-8601 to the second
     tool_version: str | None = None            # the reconciler that made it
     target: Mapping[str, str] | None = None    # the platform it was made for (``reconciler.target``)
@@ -145,6 +146,8 @@ class Plan:
         }
         if self.names.erps or self.names.shops:
             body["names"] = self.names.to_data()
+        if self.notes:
+            body["notes"] = list(self.notes)
         if self.created_at is not None:
             body["created_at"] = self.created_at
         if self.tool_version is not None:
@@ -314,7 +317,8 @@ def compute_plan(
                 continue
         state = actual[shop.id]
         if isinstance(state, ProviderError):
-            problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed, f"cannot read the shop: {state}"))
+            problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed,
+                                    f"cannot read the shop: {state}" + (f"; {PERMISSION_HINT}" if denied(state) else "")))
             continue
         c, p = diff_shop(shop, state, checks, names, force=force)
         changes += c
@@ -335,8 +339,35 @@ def compute_plan(
     problems.sort(key=lambda p: (p.shop or "", SEVERITY_ORDER[p.severity], p.scenario.value if p.scenario else "", p.kind,
                                  p.message))
     return Plan(changes=tuple(changes), problems=tuple(problems), managed=managed, force=force,
-                shops=tuple(s.id for s in desired),
+                shops=tuple(s.id for s in desired), notes=follow_ups(changes),
                 names=names_for(changes, problems, names, shop_names if shop_names is not None else {s.id: s.name for s in desired}))
+
+
+def denied(e: ProviderError) -> bool:
+    """The operator's sub-account lacks the customer-service-platform permission (TOP code 12)."""
+    return e.sub_code == "isv.permission-denied" or e.code == 12
+
+
+# The platform's help article (DOMAIN.md): after binding, some scenarios need a setting elsewhere.
+FOLLOW_UPS = {
+    Scenario.intercept_shipment: "After binding intercept_shipment (拦截发货) in {n}: the platform asks for a follow-up"
+                                 " setting before intercepts work — open 客户服务平台 > 设置 > ERP设置 and follow its"
+                                 " 前往设置 link (the operator's sub-account needs that permission too)",
+    Scenario.modify_address: "After binding modify_address (修改地址) in {n}: for buyers to change their address"
+                             " themselves in the 核单 card, configure the automation task 自动化任务 > 自助核单 (自动核单)"
+                             " and say buyer_self_service: true in the config",
+}
+
+
+def follow_ups(changes: Sequence[Change]) -> tuple[str, ...]:
+    """The notes of a plan: what people must do on the platform after these binds and rotations."""
+    out = []
+    for sc, text in FOLLOW_UPS.items():
+        shops = sorted({c.shop for c in changes if c.scenario is sc and c.action in (Action.bind, Action.rotate)})
+        if shops:
+            n = f"shop {shops[0]}" if len(shops) == 1 else f"{len(shops)} shops"
+            out.append(text.format(n=n))
+    return tuple(out)
 
 
 def needed_checks(desired: Sequence[DesiredShop]) -> set[tuple[str, Scenario]]:

@@ -163,6 +163,7 @@ class _SavedPlan(BaseModel):
     force: bool
     shops: list[str]
     names: _SavedNames | None = None
+    notes: list[str] = []            # the follow-up settings people do after applying (absent when none)
     created_at: str | None = None    # absent in plans saved before plans carried their provenance
     tool_version: str | None = None
     target: dict[str, str] | None = None
@@ -193,7 +194,8 @@ def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
     problems = tuple(Problem(p.shop, p.scenario, p.severity, p.kind, p.message) for p in saved.problems)
     names = Names(erps=saved.names.erps, shops=dict(saved.names.shops)) if saved.names else Names()
     plan = Plan(changes=changes, problems=problems, managed=saved.managed, force=saved.force,
-                shops=tuple(saved.shops), names=names, created_at=saved.created_at, tool_version=saved.tool_version,
+                shops=tuple(saved.shops), names=names, notes=tuple(saved.notes), created_at=saved.created_at,
+                tool_version=saved.tool_version,
                 target=saved.target)
     if plan.checksum != saved.checksum:  # fields this version does not know would not be applied exactly
         raise StalePlan(f"{where}: the plan is not what this version of reconciler writes (a summary that does not"

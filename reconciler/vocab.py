@@ -81,7 +81,7 @@ WAIVABLE_KINDS: tuple[str, ...] = (
 )
 # The guidance of the platform's help article (DOMAIN.md) for what only people can fix.
 PERMISSION_HINT = ("the operator's sub-account needs the 客户服务平台 (customer-service platform) permission:"
-                   " grant it in 千牛 → 子账号 → 权限, then run again")
+                   " grant it in 千牛 > 子账号 > 权限, then run again")
 
 
 class Outcome(_Word):

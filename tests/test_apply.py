@@ -58,8 +58,12 @@ def test_failed_rotation_puts_the_shop_back(agency: Agency, fault: dict[str, Any
     assert summary[0] == "Applied 6 change(s) in 2 shop(s)."
     assert summary[1].startswith(f"Shop 100002: FAILED at order_status rotate (inhouse ({OLD}) → jushuitan ({NEW})): ")
     assert fault["error"] in summary[1]
+    # issue 11 part 6: a permission refusal says what the help article says to do
+    hint = (["  the operator's sub-account needs the 客户服务平台 (customer-service platform) permission: grant it in"
+             " 千牛 > 子账号 > 权限, then run again"] if "permission" in fault["error"] else [])
     assert summary[2:] == [
         "  rolled back: modify_address rotate, intercept_shipment rotate (the shop is as it was before this run)",  # undone in reverse
+        *hint,
         "Apply partly done: 2 shop(s) applied, 1 failed, 0 withheld.",
     ]
     if "times" in fault:  # retried: 1 try + 3 retries (reconciler.yaml: apply.retries: 3), then given up

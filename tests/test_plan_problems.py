@@ -261,6 +261,14 @@ def test_each_change_says_why(agency: Agency) -> None:
         "  ~ order_status        rotate  55555555 → jushuitan (21345678)",
         f"        why: config says erp jushuitan, {f}:9; the platform has 55555555",
         "",
+        # issue 11 part 6: the help article's follow-up settings after binding, as plan notes
+        "Then, on the platform:",
+        "  - After binding intercept_shipment (拦截发货) in 2 shops: the platform asks for a follow-up setting before"
+        " intercepts work — open 客户服务平台 > 设置 > ERP设置 and follow its 前往设置 link (the operator's sub-account"
+        " needs that permission too)",
+        "  - After binding modify_address (修改地址) in 2 shops: for buyers to change their address themselves in the 核单"
+        " card, configure the automation task 自动化任务 > 自助核单 (自动核单) and say buyer_self_service: true in the config",
+        "",
         "Plan: 2 to bind, 3 to rotate, 1 to unbind, 2 to update; 0 error(s), 0 warning(s).",
     ]  # no Problems section: every appkey checks out
 

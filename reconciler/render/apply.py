@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..apply import ApplyResult, ShopOutcome
 from ..plan import Plan
-from ..vocab import Exit, WriteFate
+from ..vocab import PERMISSION_HINT, Exit, WriteFate
 from .plan import value
 
 
@@ -22,6 +22,8 @@ def _failed_shop(o: ShopOutcome, erp_names: dict[str, str]) -> list[str]:
         lines.append("  nothing of this shop had been changed" if o.fate in (None, WriteFate.not_landed)
                      else "  the shop is as it was before this run")
     lines += [f"  ROLLBACK FAILED, the shop needs attention: {r}" for r in o.rollback_errors]
+    if "permission-denied" in str(o.error):   # the help article's answer to 子账号 without the permission
+        lines.append(f"  {PERMISSION_HINT}")
     return lines
 
 

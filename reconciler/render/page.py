@@ -262,7 +262,9 @@ def _plan_view(plan: Plan, labels: Labels, generated_at: str | None) -> _View:
     status = "error" if plan.errors else ("changes" if plan.changes else "clean")
     return _View(
         kind="plan", title="reconciler plan", status=status, subtitle=_plan_subtitle(plan, generated_at), totals=totals,
-        notes=tuple(_problem_item(p) for p in plan.problems if not p.shop), charts=tuple(c for c in charts if c.bars),
+        notes=(*(_problem_item(p) for p in plan.problems if not p.shop),
+               *(Item(kind="info", tag="then:", scenario="", text=_t(n), why="") for n in plan.notes)),
+        charts=tuple(c for c in charts if c.bars),
         legend=tuple((a.value, a.value) for a in ACTION_ORDER),
         statuses=(("changes", "with changes"), ("withheld", "withheld by errors"), ("warnings", "warnings only")),
         rows=rows, total_shops=len(plan.shops),

@@ -69,6 +69,12 @@ def plan_text(plan: Plan, *, colour: bool = False) -> str:
             if c.reason:
                 lines.append(f"        why: {c.reason}")
         lines.append("")
+    if plan.notes:
+        if lines and lines[-1] != "":
+            lines.append("")
+        lines.append("Then, on the platform:")
+        lines += [f"  - {n}" for n in plan.notes]
+        lines.append("")
     if plan.problems:
         if lines and lines[-1] != "":
             lines.append("")
@@ -171,6 +177,8 @@ def plan_markdown(plan: Plan, *, limit: int = MARKDOWN_BUDGET) -> str:
             if not budget.add(_problem_md(p, with_shop=True)):
                 left_errors += 1
         budget.add("\n")
+    if plan.notes:
+        budget.add("#### Then, on the platform\n\n" + "".join(f"- {md(n)}\n" for n in plan.notes) + "\n")
     left_shops = left_changes = 0
     if shops:
         budget.add("#### Shops\n\n")
