@@ -254,7 +254,8 @@ def test_sandbox_load_1_for_a_bad_world_file(agency: Agency) -> None:
         f"{w}:4:45: shops.100001.bindings.intercept_shipment: must be a quoted string (YAML read 21345678 as a number);"
         ' write "21345678"',
         f"{w}:4:56: shops.100001.foo: unknown key 'foo'; expected one of: bindings, buyer_self_service, cs_permission, name, session",
-        f"{w}:6:17: faults[0].operation: expected 'get', 'bind', 'unbind', 'selfservice' or 'check', got the string 'bnd'",
+        f"{w}:6:17: faults[0].operation: expected 'get', 'bind', 'unbind', 'selfservice', 'check', 'refresh' or 'create',"
+        " got the string 'bnd'",
         f"{w}:6:29: faults[0].times: must be at least 1, got 0",
         "6 error(s) in the world file",
     ]
