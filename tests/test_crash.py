@@ -1,8 +1,8 @@
 """SIGKILL an ``apply`` at seeded-random moments, and check what the next commands see.
 
 One agency (24 shops, all three scenarios) over HTTP to a gateway with latency; each
-round rotates every shop to the other ERP, kills the apply at a random moment (anywhere in
-a normal apply's duration, or while it writes), and then checks, through the CLI:
+round rotates every shop to the other ERP, kills the apply at a seeded-random moment (while
+it plans and locks, or while it writes), and then checks, through the CLI:
 
 - ``locks`` shows the dead run holding all of its shops (locking is all or none), or no
   lock when it died before locking; ``unlock RUN`` frees it with exit 0 and no ``--force``
@@ -16,9 +16,13 @@ a normal apply's duration, or while it writes), and then checks, through the CLI
   including the writes a later run found and recorded for the dead one, and
   ``rolled-back``) are exactly as many as the sandbox's revision says it was written.
 
-The schedule is seeded (``RECONCILER_CRASH_SEED``); every message names the round, the
-kind of moment and the delay. The rounds stop after ``KILLS`` real kills (a kill that came
-after the apply ended does not count), at most ``MAX_ROUNDS``.
+The schedule is seeded (``RECONCILER_CRASH_SEED``) and made of two kinds of moments, so that
+it does not depend on how fast the machine is: "early" rounds kill after a random delay
+within the time a normal apply takes to lock its shops (planning, starting the run,
+locking); "writing" rounds kill once the run has recorded a random number of its rows, plus
+a random 0-30 ms (landing between a write and its row, mid-request, mid-rollback). Every
+message names the round and the moment. The rounds stop after ``KILLS`` real kills (a kill
+that came after the apply ended does not count), at most ``MAX_ROUNDS``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -71,12 +74,6 @@ LEASE_ROUND = 3  # the round whose dead run is left to its lease (state.lock_lea
 def _no_process_left() -> Iterator[None]:
     yield
     reap()
-
-
-@dataclass
-class Timing:
-    total: float  # a normal apply, start to exit
-    writing: float  # from holding its locks to exit
 
 
 @pytest.fixture
@@ -119,18 +116,26 @@ def _quiet(agency: GatedAgency) -> bool:
     return c.received == ended
 
 
-def _calibrate(agency: GatedAgency, store: Store, logs: Path) -> Timing:
-    """A normal apply (OLD → NEW), timed up to the moment its run is marked finished (what
-    follows, the interpreter's exit, is no moment to kill it at)."""
+def _time_to_lock(agency: GatedAgency, store: Store, logs: Path) -> float:
+    """A normal apply (OLD → NEW): how long it takes from its start to holding its locks."""
     p = Proc(agency.dir, "apply", "--auto-approve", logs=logs, name="calibration")
-    wait_for(lambda: _locks_of(store, p.pid) or not p.alive(), timeout=60, what="the calibration apply to lock")
-    locked_at = time.monotonic()
-    wait_for(lambda: any(r.pid == p.pid and r.status == "finished" for r in store.runs()) or not p.alive(), timeout=60,
-             what="the calibration apply to finish")
-    end = time.monotonic()
+    wait_for(partial(_locked_or_ended, store, p), timeout=60, what="the calibration apply to lock")
+    locked = time.monotonic() - p.started
     done = p.finish()
     assert done.code == 0, done.text
-    return Timing(total=end - p.started, writing=end - locked_at)
+    return locked
+
+
+def _recorded_or_ended(agency: GatedAgency, run: int, rows: int, p: Proc) -> bool:
+    return not p.alive() or _rows(agency, run) >= rows
+
+
+def _rows(agency: GatedAgency, run: int) -> int:
+    con = sqlite3.connect(agency.dir / ".reconciler" / "state.db", timeout=30)
+    try:
+        return int(con.execute("SELECT count(*) FROM changes WHERE run_id = ?", (run,)).fetchone()[0])
+    finally:
+        con.close()
 
 
 def _check_counts(agency: GatedAgency, entries: list[dict[str, Any]], where: str) -> None:
@@ -146,7 +151,7 @@ def test_an_apply_killed_at_random_moments_leaves_nothing_lost_or_invented(crash
     agency, store = crashing
     logs = tmp_path / "logs"
     rng = random.Random(SEED)
-    timing = _calibrate(agency, store, logs)
+    to_lock = _time_to_lock(agency, store, logs)
     target = NEW
     kills = 0
     lease_pending = True
@@ -159,19 +164,23 @@ def test_an_apply_killed_at_random_moments_leaves_nothing_lost_or_invented(crash
         agency.shops(shops_yaml(SHOPS, ERP_OF[target]))
         lease = lease_pending and n >= LEASE_ROUND
         agency.write("reconciler.yaml", settings(lease_s=1 if lease else None))
-        anywhere = n % 4 == 1 and not lease
-        delay = rng.uniform(0, timing.total if anywhere else timing.writing)
-        where = f"seed {SEED}, round {n}, killed {'after' if anywhere else 'while writing, after'} {delay:.3f}s"
+        early = n % 4 == 1 and not lease
+        delay = rng.uniform(0, to_lock) if early else rng.uniform(0, 0.03)
+        after_rows = rng.randrange(3 * len(SHOPS))  # a "writing" round: once it has recorded this many rows
+        where = (f"seed {SEED}, round {n}, killed " + (f"{delay:.3f}s after its start" if early else
+                                                       f"{delay * 1000:.0f} ms after recording {after_rows} row(s)"))
 
         # ---- the apply, killed
         p = Proc(agency.dir, "apply", "--auto-approve", logs=logs, name=f"round{n}")
-        if not anywhere:
+        if not early:
             held = wait_for(partial(_locked_or_ended, store, p), timeout=60, what=f"{where}: locks")
-            if isinstance(held, LockInfo) and not unlock_refused_checked:  # alive: unlock refuses without --force
-                refused = agency.run("unlock", str(held.run))
-                if p.alive():
-                    assert refused.exit_code == 1 and "is alive" in refused.stderr, f"{where}: {refused.output}"
-                    unlock_refused_checked = True
+            if isinstance(held, LockInfo):
+                if not unlock_refused_checked:  # alive: unlock refuses without --force
+                    refused = agency.run("unlock", str(held.run))
+                    if p.alive():
+                        assert refused.exit_code == 1 and "is alive" in refused.stderr, f"{where}: {refused.output}"
+                        unlock_refused_checked = True
+                wait_for(partial(_recorded_or_ended, agency, held.run, after_rows, p), timeout=60, what=f"{where}: rows")
         with contextlib.suppress(subprocess.TimeoutExpired):  # the moment has come (or the apply ended by itself)
             p.popen.wait(timeout=delay)
         done = p.kill()
@@ -233,7 +242,7 @@ def test_an_apply_killed_at_random_moments_leaves_nothing_lost_or_invented(crash
         assert not [e for e in history["entries"] if e["outcome"] not in ("applied", "rolled-back")], where
         _check_counts(agency, history["entries"], where)
 
-    assert kills >= KILLS, f"only {kills} kills landed while the apply ran ({timing}):\n" + "\n".join(rounds)
+    assert kills >= KILLS, f"only {kills} kills landed while the apply ran:\n" + "\n".join(rounds)
     assert not lease_pending, "the lease expiry was never exercised:\n" + "\n".join(rounds)
     assert unlock_refused_checked
 
