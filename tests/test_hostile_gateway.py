@@ -1,8 +1,8 @@
 """The top provider against a lying, hostile gateway (``tests/hostile.py``), through the real
 ``reconciler`` command in a subprocess (a hang fails on its timeout, a crash shows as a
-traceback): every malformed answer is a clear error of that shop — or one message for the
-run when the gateway as a whole misbehaves — and a platform whose write answer cannot be
-believed is put back as it was.
+traceback; a few variants call the provider itself): every malformed answer is a clear error
+of that shop — or one message for the run when the gateway as a whole misbehaves — and a
+platform whose write answer cannot be believed is put back as it was.
 
 Each test plays one class of hostility with several variants, most of them as several shops
 of one run (one shop per variant, plus an honest shop that must come through untouched).
@@ -11,6 +11,7 @@ of one run (one shop per variant, plus an honest shop that must come through unt
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -23,6 +24,10 @@ import yaml
 from clikit import Done, cli_env, command
 from conftest import APP_SECRET
 from hostile import FakePlatform, HostileGateway, Reply, gzip_bomb, gzipped, ok, raw
+
+from reconciler.errors import FatalProviderError, ProviderError
+from reconciler.providers.base import RetryPolicy
+from reconciler.providers.top import TopProvider
 
 OLD, NEW = "31415926", "21345678"
 HONEST = "100001"
@@ -276,17 +281,17 @@ SLOW: dict[str, Any] = {  # shop → its get answer: each never completes within
 def test_every_request_ends_by_its_deadline_however_slowly_the_gateway_trickles(tmp_path: Path,
                                                                                gateway: HostileGateway) -> None:
     """The read timeout (5 s here) never trips on a byte every 50 ms; the whole-request deadline
-    (1 s) does, for each shop alone, and the honest shop is read as usual."""
+    (0.5 s) does, for each shop alone, and the honest shop is read as usual."""
     shops = [HONEST, *SLOW]
     fake = on_old(shops)
     gateway.script = fake.scripts({GET: lambda p, honest: SLOW[p["shop_id"]](p["shop_id"]) if p["shop_id"] in SLOW
                                    else honest})
-    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 1, "timeout_s": 5, "parallelism": 5})
+    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 0.5, "timeout_s": 5, "parallelism": 5})
     r, took, _ = run(cfg, "plan")
     assert r.code == 1, r.text
     for shop in SLOW:
         line = shop_lines(r.out, shop)
-        assert "no complete answer within the deadline of 1 s (provider.deadline_s)" in line, line
+        assert "no complete answer within the deadline of 0.5 s (provider.deadline_s)" in line, line
     assert r.out.startswith(f"  # shop {HONEST}\n  ~ intercept_shipment  rotate"), r.out
     assert took < 8, took
 
@@ -303,7 +308,7 @@ def test_the_circuit_breaker_stops_the_run_after_consecutive_failures(tmp_path: 
     message, and sends nothing more."""
     shops = [str(100001 + i) for i in range(20)]
     gateway.script = {GET: lambda p: answer}
-    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 0.5, "max_failures": 4, "parallelism": 2},
+    cfg = write_agency(tmp_path, gateway.url, shops, provider={"deadline_s": 0.3, "max_failures": 4, "parallelism": 2},
                        apply="{retries: 3, backoff_s: 0, max_backoff_s: 0}")
     r, took, _ = run(cfg, "plan")
     assert r.code == 1, r.text
@@ -314,37 +319,43 @@ def test_the_circuit_breaker_stops_the_run_after_consecutive_failures(tmp_path: 
     assert took < 8, took
 
 
-@pytest.mark.parametrize(("ban", "provider", "said"), [
-    ("86400", {}, "banned the app for 86400 s, longer than provider.max_ban_s (300 s)"),
-    ("9" * 400, {}, "banned the app for an unbounded time, longer than provider.max_ban_s (300 s)"),
-    ("10", {"max_ban_s": 3}, "banned the app for 10 s, longer than provider.max_ban_s (3 s)"),
-])
-def test_a_ban_longer_than_max_ban_s_stops_the_run_at_once(tmp_path: Path, gateway: HostileGateway, ban: str,
-                                                          provider: dict[str, Any], said: str) -> None:
+def _banned(seconds: str) -> tuple[int, bytes]:
+    return 200, json.dumps({"error_response": {"code": 7, "msg": "App Call Limited", "sub_code": "isp.call-limited",
+                                               "sub_msg": f"This ban will last for {seconds} more seconds"}}).encode()
+
+
+def test_a_ban_longer_than_max_ban_s_stops_the_run_at_once(tmp_path: Path, gateway: HostileGateway) -> None:
     shops = [str(100001 + i) for i in range(10)]
-    gateway.script = {GET: lambda p: (200, json.dumps({"error_response": {
-        "code": 7, "msg": "App Call Limited", "sub_code": "isp.call-limited",
-        "sub_msg": f"This ban will last for {ban} more seconds"}}).encode())}
-    cfg = write_agency(tmp_path, gateway.url, shops, provider=provider)
+    gateway.script = {GET: lambda p: _banned("86400")}
+    cfg = write_agency(tmp_path, gateway.url, shops, apply="{retries: 4}")
     r, took, _ = run(cfg, "plan")
     assert r.code == 1, r.text
     [line] = r.err.splitlines()
-    assert said in line and "the run stops; try again after the ban" in line, line
+    assert "banned the app for 86400 s, longer than provider.max_ban_s (300 s): the run stops; try again after the ban" \
+        in line, line
     assert took < 8 and gateway.calls[GET] <= 4 + 1, (took, gateway.calls)
 
 
-def test_a_ban_within_max_ban_s_is_waited_out(tmp_path: Path, gateway: HostileGateway) -> None:
+@pytest.mark.parametrize(("ban", "max_ban_s", "said"), [
+    ("9" * 400, 300, "banned the app for an unbounded time, longer than provider.max_ban_s (300 s)"),
+    ("10", 3, "banned the app for 10 s, longer than provider.max_ban_s (3 s)"),
+    ("1", 2, ""),  # within the cap: waited out, then read
+])
+def test_bans_against_max_ban_s(gateway: HostileGateway, ban: str, max_ban_s: float, said: str) -> None:
     fake = on_old([HONEST])
-    banned = [True]
-
-    def once(p: dict[str, str], honest: tuple[int, bytes]) -> Any:
-        if banned.pop() if banned else False:
-            return 200, json.dumps({"error_response": {"code": 7, "sub_code": "isp.call-limited",
-                                                       "sub_msg": "This ban will last for 1 more seconds"}}).encode()
-        return honest
-
-    gateway.script = fake.scripts({GET: once})
-    cfg = write_agency(tmp_path, gateway.url, [HONEST], provider={"max_ban_s": 2}, apply="{retries: 1}")
-    r, took, _ = run(cfg, "plan", "--detailed-exitcode")
-    assert r.code == 2 and "2 to rotate" in r.out, r.text
-    assert took >= 1
+    answers = [_banned(ban)]
+    gateway.script = fake.scripts({GET: lambda p, honest: answers.pop() if answers else honest})
+    p = TopProvider(url=gateway.url, app_key="30000001", secret=APP_SECRET, sessions={HONEST: "sess-100001"},
+                    max_ban_s=max_ban_s, retry=RetryPolicy(retries=2, backoff_s=0))
+    start = time.monotonic()
+    try:
+        if said:
+            with pytest.raises(FatalProviderError, match=re.escape(said)):
+                p.read([HONEST])
+            assert gateway.calls[GET] == 1 and time.monotonic() - start < 1
+        else:
+            state = p.read([HONEST])[HONEST]
+            assert not isinstance(state, ProviderError) and gateway.calls[GET] == 2
+            assert time.monotonic() - start >= 1
+    finally:
+        p.close()

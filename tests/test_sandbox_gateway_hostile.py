@@ -225,14 +225,14 @@ def test_many_half_open_connections_do_not_keep_a_valid_client_out(served: Serve
 
 
 def test_slow_connections_are_closed_so_that_even_past_the_limit_valid_clients_get_in(tmp_path: Path) -> None:
-    """More slow connections than slots (60 over 20), trickling a byte every 200 ms so they never
+    """More slow connections than slots (30 over 20), trickling a byte every 200 ms so they never
     look idle: each is closed ``request_timeout_s`` after it began, so the valid client waiting
     behind them is answered within a few seconds — and is served, not refused."""
     s = Served(tmp_path, ServerLimits(connection_limit=20, request_timeout_s=1.0))
     stop = threading.Event()
     slow: list[socket.socket] = []
     try:
-        slow = _slow(s, 60)
+        slow = _slow(s, 30)
 
         def trickle() -> None:
             while not stop.wait(0.2):
