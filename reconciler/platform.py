@@ -176,16 +176,20 @@ class World(BaseModel):
     @field_validator("shops")
     @classmethod
     def _one_shop_per_session(cls, shops: dict[str, WorldShop]) -> dict[str, WorldShop]:
-        owner: dict[str, str] = {}
+        owner: dict[str, tuple[str, str]] = {}
         for sid, shop in shops.items():
             session = shop.session
-            values = [session] if isinstance(session, str) else session.secrets() if session is not None else []
-            for value in values:
-                if value in owner:  # the key itself is a secret: name the shops only
-                    raise ValueError(f"shops {owner[value]} and {sid} have the same session key, refresh token or code;"
-                                     " each authorizes exactly one shop" if owner[value] != sid else
-                                     f"shop {sid} uses the same value twice in its session")
-                owner[value] = sid
+            values = ([("session key", session)] if isinstance(session, str) else
+                      [(w, v) for w, v in (("session key", session.token), ("refresh token", session.refresh_token),
+                                           ("code", session.code)) if v is not None] if session is not None else [])
+            for what, value in values:
+                if value in owner:  # the value itself is a secret: name the shops only
+                    first, was = owner[value]
+                    if first == sid:
+                        raise ValueError(f"shop {sid} uses the same value as its {was} and its {what}")
+                    same = f"the same {what}" if what == was else f"the same value as {was} and {what}"
+                    raise ValueError(f"shops {first} and {sid} have {same}; a {what} authorizes exactly one shop")
+                owner[value] = (sid, what)
         return shops
 
 

@@ -326,7 +326,7 @@ def test_a_bad_world_session_is_refused(tmp_path: Path, session: dict[str, Any],
 def test_two_shops_may_not_share_a_token(tmp_path: Path) -> None:
     (tmp_path / "w.yaml").write_text(yaml.safe_dump({"shops": {"100001": {"session": {"token": "a", "refresh_token": "x"}},
                                                                "100002": {"session": {"token": "b", "code": "x"}}}}))
-    with pytest.raises(Exception, match="shops 100001 and 100002 have the same") as e:
+    with pytest.raises(Exception, match="shops 100001 and 100002 have the same value as refresh token and code") as e:
         read_world(tmp_path / "w.yaml")
     assert "'x'" not in str(e.value)
 

@@ -232,7 +232,12 @@ def test_platform_error_table(code: int, sub: str | None, kind: type[ProviderErr
 
 
 def test_platform_error_messages() -> None:
-    assert str(platform_error(27, None, "Invalid session")) == "code 27: Invalid session"
+    assert str(platform_error(27, None, "Invalid session")) == (
+        "code 27: Invalid session — the shop's authorization of the app expired or was revoked: the merchant must"
+        " re-authorize the app (服务市场 → 我的服务 → 授权); reconciler auth status shows every shop's")
+    assert str(platform_error(12, "isv.permission-denied", "no")).endswith("grant the sub-account the 客户服务平台 permission"
+                                                                         " (the customer-service platform's, in the main"
+                                                                         " account's sub-account settings)")
     assert str(platform_error(15, "isv.appkey-not-found", "no ERP app")) == "isv.appkey-not-found: no ERP app"
     assert str(platform_error(25, None, "Invalid signature")) == \
         "code 25: Invalid signature — the signature was refused: check the app secret and provider.sign_method"
