@@ -149,11 +149,14 @@ class TopProvider(Provider):
         self.errors: Counter[str] = Counter()
         limits = httpx.Limits(max_connections=parallelism + 2, max_keepalive_connections=parallelism + 2)
         self._http = httpx.Client(
-            timeout=httpx.Timeout(min(timeout_s, deadline_s)),
-            transport=DeadlineTransport(limits=limits),
+            timeout=httpx.Timeout(min(timeout_s, deadline_s)), limits=limits,
             headers={"User-Agent": "reconciler-top", "Accept-Encoding": "gzip, deflate"},
             follow_redirects=False,
         )
+        # The direct route gets the deadline on every socket operation. Passing ``transport=``
+        # instead would make httpx ignore the proxies of the environment (HTTPS_PROXY, NO_PROXY).
+        self._http._transport.close()
+        self._http._transport = DeadlineTransport(limits=limits)
         _MASK_LOG.register(self, self._secrets)
 
     # ------------------------------------------------------------------ lifetime
