@@ -359,3 +359,21 @@ def test_bans_against_max_ban_s(gateway: HostileGateway, ban: str, max_ban_s: fl
             assert time.monotonic() - start >= 1
     finally:
         p.close()
+
+
+def test_the_environment_s_proxy_is_still_used(gateway: HostileGateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The deadline transport takes only the direct route: a gateway behind HTTP_PROXY is still
+    reached through it (here the hostile gateway plays the proxy of a host that does not exist)."""
+    fake = on_old([HONEST])
+    gateway.script = fake.scripts()
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", gateway.url.removesuffix("/router/rest"))
+    p = TopProvider(url="http://gateway.example.invalid/router/rest", app_key="30000001", secret=APP_SECRET,
+                    sessions={HONEST: "sess-100001"}, retry=RetryPolicy(retries=0))
+    try:
+        state = p.read([HONEST])[HONEST]
+    finally:
+        p.close()
+    assert not isinstance(state, ProviderError), state
+    assert gateway.calls[GET] == 1
