@@ -173,6 +173,8 @@ class ApplyRun:
             self.refuse(e)
         for t in taken:
             self.note(t.message())
+        if taken:  # the runs taken over are interrupted now: their shops are to be recovered and finished too
+            self.interrupted.update(self.store.interrupted_shops(list(self.plan.shops)))
 
     def verify(self, desired: Desired, *, force: bool) -> None:
         """A saved plan: every change must be one the configuration would make; ``protect`` and

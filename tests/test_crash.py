@@ -247,12 +247,6 @@ def test_an_apply_killed_at_random_moments_leaves_nothing_lost_or_invented(crash
     assert unlock_refused_checked
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reconciler/cli/core.py apply + reconciler/run.py ApplyRun.lock): the interrupted shops are read"
-    " (_interrupted, before run.lock()) while the dead run of another host still looks alive (its lease is"
-    " current); lock() then waits for the lease and takes the shops over, but never re-reads them, so recover()"
-    " and _settle() skip that run: its landed, unrecorded writes get no history row (and a shop it finished"
-    " without 'done' stays named by plan). Re-reading store.interrupted_shops after a takeover in lock() fixes it."))
 def test_a_run_of_another_host_taken_over_after_its_lease_has_its_unrecorded_writes_recorded(tmp_path: Path) -> None:
     """A CI runner on another machine dies while one of its writes is on its way; the write
     lands, unrecorded. The next apply (here) cannot tell that run is dead until its lease
