@@ -80,6 +80,9 @@ def open_store(url: str, *, config_dir: Path, create: bool = True, environ: Mapp
     from .urls import parse_url
 
     target = parse_url(url, config_dir=config_dir, environ=environ)
+    if not create and target.kind == "sqlite" and target.path is not None and not target.path.exists() \
+            and target.path.parent.is_dir():
+        return None  # no store yet, and read-only commands make none: not even SQLAlchemy is imported
     from .store import open_target  # SQLAlchemy is imported here, not before
 
     return open_target(target, config_dir=config_dir, create=create, clock=clock, host=host)

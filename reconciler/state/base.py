@@ -1,7 +1,7 @@
 """What every part of the store shares: the engine, transactions, the clock, liveness.
 
 Transactions: ``_read()`` for queries; ``_write()`` for changes (SQLite: ``BEGIN
-IMMEDIATE``; committed — durably, ``synchronous=FULL`` — when the block ends).
+IMMEDIATE``; committed — durably against a kill, ``synchronous=NORMAL`` in WAL — when the block ends).
 ``_write(serialize=True)`` also takes a PostgreSQL transaction-scoped advisory lock, so the
 read-check-write sequences on the locks table (acquire, renew, release, unlock, intent) run
 one at a time across every process; on SQLite ``BEGIN IMMEDIATE`` already does that. Any

@@ -63,12 +63,14 @@ class JournalOps(StoreBase):
              .order_by(journal.c.id))
         completed = (sa.select(journal.c.shop, sa.func.max(journal.c.id))
                      .where(journal.c.done.is_not(None)).group_by(journal.c.shop))
-        if shops is not None:
-            q = q.where(journal.c.shop.in_(list(shops)))
-            completed = completed.where(journal.c.shop.in_(list(shops)))
-        with self._read() as conn:
-            rows = conn.execute(q).mappings().all()
-            last_done: dict[str, int] = {shop: int(i) for shop, i in conn.execute(completed).all()}
+        wanted = set(shops) if shops is not None else None
+        with self._read() as conn:  # open intents are few: filter them here, not with an IN list of every shop
+            rows = [r for r in conn.execute(q).mappings().all() if wanted is None or r["shop"] in wanted]
+            candidates = sorted({r["shop"] for r in rows})
+            last_done: dict[str, int] = {}
+            for i in range(0, len(candidates), 500):
+                part = completed.where(journal.c.shop.in_(candidates[i:i + 500]))
+                last_done.update({shop: int(n) for shop, n in conn.execute(part).all()})
         now = self._now()
         out: dict[str, InterruptedShop] = {}
         status: dict[int, str] = {}
