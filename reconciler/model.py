@@ -338,20 +338,27 @@ class Settings(BaseModel):
 
 
 class Source(BaseModel):
-    """Where a desired value was declared: ``file:line``. ``said`` describes it for people
-    when more than one place decides it (a profile and the shop that uses it)."""
+    """Where a desired value was declared: ``file:line``. When a profile is involved, which:
+    the value is the profile's (``profile``), or the shop's own for a scenario the profile
+    lists (``profile`` and ``profile_at``, where the profile lists it). A profile's values
+    are shared by every shop that takes them; ``describe`` names the shop."""
 
     model_config = ConfigDict(frozen=True)
     file: str
     line: int
-    said: str | None = None
+    profile: str | None = None
+    profile_at: str | None = None
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
 
-    def describe(self) -> str:
+    def describe(self, shop: Source | None = None) -> str:
         """``profile std-jst, configs/profiles.yaml:4, used by configs/shops/acme/a.yaml:7``, else ``file:line``."""
-        return self.said or f"{self.file}:{self.line}"
+        if self.profile is None:
+            return f"{self.file}:{self.line}"
+        if self.profile_at is not None:
+            return f"{self.file}:{self.line} (the shop's own, for the scenario profile {self.profile} lists at {self.profile_at})"
+        return f"profile {self.profile}, {self.file}:{self.line}" + (f", used by {shop}" if shop is not None else "")
 
 
 class DesiredBinding(BaseModel):

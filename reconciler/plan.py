@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ProviderError
-from .model import AppCheck, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState
+from .model import AppCheck, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState, Source
 from .vocab import DISRUPTIVE, PERMISSION_HINT, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
 
 FORMAT_VERSION = 1
@@ -181,10 +181,10 @@ def checksum(body: Mapping[str, Any]) -> str:
 # --------------------------------------------------------------------------- the diff
 
 
-def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str]) -> str:
+def _reason(action: Action, want: DesiredBinding, current: str | None, names: Mapping[str, str], shop: Source) -> str:
     """Why a change is planned: what the config says and where. Said neutrally — whether the
     config changed or someone changed the platform, the plan cannot tell (drift can)."""
-    src = want.source.describe()
+    src = want.source.describe(shop)
     if action is Action.unbind:
         return f"config says state: unbound, {src}"
     via = f"erp {want.erp}" if want.erp else f"appkey {want.appkey}"
@@ -241,7 +241,7 @@ def diff_shop(
             bound = state.bindings.get(sc)
             changes.append(Change(
                 shop=sid, scenario=sc, action=action, before={"appkey": current}, after={"appkey": want.appkey},
-                reason=_reason(action, want, current, names), source=str(want.source),
+                reason=_reason(action, want, current, names, desired.source), source=str(want.source),
                 revision=bound.revision if bound is not None and bound.revision else None,
             ))
         problems += _preflight(sid, want, checks.get((want.appkey, sc)) if want.appkey else None,
@@ -252,7 +252,7 @@ def diff_shop(
                 shop=sid, scenario=sc, action=Action.update,
                 before={"buyer_self_service": state.buyer_self_service},
                 after={"buyer_self_service": want.buyer_self_service},
-                reason=f"config says buyer_self_service: {str(want.buyer_self_service).lower()}, {where.describe()}"
+                reason=f"config says buyer_self_service: {str(want.buyer_self_service).lower()}, {where.describe(desired.source)}"
                        + (" (also configure 自动核单/自助核单 in the automation tasks)" if want.buyer_self_service else ""),
                 source=str(where),
             ))
@@ -266,9 +266,9 @@ def diff_shop(
         if force:
             problems.append(Problem(sid, None, Severity.warning, ProblemKind.protected, f"protected shop changed under --force: {what}"))
         else:
+            said = (desired.protect_source or desired.source).describe(desired.source)
             problems.append(Problem(sid, None, Severity.error, ProblemKind.protected,
-                                    f"shop is protected (protect: true, {(desired.protect_source or desired.source).describe()});"
-                                    f" it would {what}; use --force"))
+                                    f"shop is protected (protect: true, {said}); it would {what}; use --force"))
     if changes and any(p.severity == Severity.error for p in problems):
         what = "; ".join(f"{c.action.value} {c.scenario.value} {show(c.before, names)} → {show(c.after, names)}"
                          for c in sorted(changes, key=lambda c: c.key))

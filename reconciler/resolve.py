@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import Issue
@@ -32,6 +33,8 @@ from .model import (
     DesiredBinding,
     DesiredShop,
     ErpSpec,
+    ModifyAddressSpec,
+    OrderStatusSpec,
     ProfileSpec,
     Scenario,
     ScenarioSpec,
@@ -86,11 +89,18 @@ class Catalog:
 
 @dataclass(frozen=True)
 class Profile:
-    """A profile of ``profiles.yaml``: its spec (None when invalid: reported there) and where it is."""
+    """A profile of ``profiles.yaml``: its spec (None when invalid: reported there) and where it
+    is. What it decides on its own (a scenario it lists, resolved with its own ERP) is the same
+    for every shop that takes it: resolved once, kept in ``resolved``."""
 
     name: str
     spec: ProfileSpec | None
     at: At
+    resolved: dict[Scenario, DesiredBinding | None] = field(default_factory=dict, compare=False, hash=False)
+
+    @cached_property
+    def wanted(self) -> tuple[_Said | None, list[_Wanted]]:
+        return _wanted(self.at, self.spec)
 
 
 @dataclass(frozen=True)
@@ -201,16 +211,15 @@ class _Context:
         return self.profile is not None and at.doc is self.profile.at.doc
 
     def source(self, at: At, *, scenario_at: At | None = None) -> Source:
-        """Where a value comes from, naming the profile and the shop when a profile is involved."""
+        """Where a value comes from, naming the profile when one is involved."""
         file, line = at.doc.file, at.mark()[0]
         p = self.profile
         if p is None or self.shop_at is None:
             return Source(file=file, line=line)
         if self.in_profile(at):
-            return Source(file=file, line=line, said=f"profile {p.name}, {file}:{line}, used by {self.shop_at.where()}")
+            return Source(file=file, line=line, profile=p.name)
         if scenario_at is not None and self.in_profile(scenario_at):
-            return Source(file=file, line=line,
-                          said=f"{file}:{line} (the shop's own, for the scenario profile {p.name} lists at {scenario_at.where()})")
+            return Source(file=file, line=line, profile=p.name, profile_at=scenario_at.where())
         return Source(file=file, line=line)
 
 
@@ -255,7 +264,8 @@ def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None
     """The desired binding of a valid scenario, with its settings; None if they contradict it."""
     assert w.spec is not None
     extra: dict[str, Any] = {}
-    bss = getattr(w.spec, "buyer_self_service", None)
+    # isinstance, not getattr: pydantic's __getattr__ for an attribute a model lacks is slow
+    bss = w.spec.buyer_self_service if isinstance(w.spec, ModifyAddressSpec) else None
     if bss is not None:
         at = w.at.child("buyer_self_service")
         if w.unbound and bss:
@@ -263,7 +273,7 @@ def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None
             return None
         extra["buyer_self_service"] = bss
         extra["buyer_self_service_source"] = ctx.source(at)
-    edb = getattr(w.spec, "erp_detail_button", None)
+    edb = w.spec.erp_detail_button if isinstance(w.spec, OrderStatusSpec) else None
     if edb is not None:
         extra["erp_detail_button"] = edb
     return DesiredBinding(scenario=w.scenario, appkey=appkey, erp=erp_name, source=ctx.source(src, scenario_at=w.at),
@@ -275,12 +285,22 @@ def _bindings(ctx: _Context, erp: _Said | None, wanted: Mapping[Scenario, _Wante
     erp_ref = _erp_ref(ctx.sink, erp.at, erp.value, ctx.erps) if erp is not None and isinstance(erp.value, str) else None
     out: dict[Scenario, DesiredBinding] = {}
     ok = True
+    p = ctx.profile if ctx.shop_at is not None else None
     for sc in SCENARIOS:
         w = wanted.get(sc)
         if w is None:
             continue
-        found = _source(ctx, w, erp, erp_ref)
-        binding = _binding(ctx, w, *found) if found is not None and w.spec is not None else None
+        # a scenario the profile decides alone (its entry, and the ERP if one is needed) resolves
+        # the same for every shop of the profile, and its issues are the profile's: once
+        alone = p is not None and ctx.in_profile(w.at) and (
+            w.unbound or w.appkey is not None or w.erp is not None or (erp is not None and ctx.in_profile(erp.at)))
+        if alone and p is not None and sc in p.resolved:
+            binding = p.resolved[sc]
+        else:
+            found = _source(ctx, w, erp, erp_ref)
+            binding = _binding(ctx, w, *found) if found is not None and w.spec is not None else None
+            if alone and p is not None:
+                p.resolved[sc] = binding
         if binding is None:
             ok = False
         else:
@@ -322,7 +342,7 @@ def resolve_shop(at: At, shop: ShopSpec | None, erps: Catalog | None, profiles: 
         elif profile.spec is None:
             profile, whole = None, False  # its errors are reported in profiles.yaml, with this shop among its users
     own_erp, own = _wanted(at, shop)
-    base_erp, base = _wanted(profile.at, profile.spec) if profile is not None else (None, [])
+    base_erp, base = profile.wanted if profile is not None else (None, [])
     erp = own_erp if own_erp is not None else base_erp
     wanted = {w.scenario: w for w in base} | {w.scenario: w for w in own}
     ctx = _Context(erps=erps, sink=sink, whole=whole, profile=profile, shop_at=at)

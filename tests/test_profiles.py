@@ -66,8 +66,8 @@ def test_a_shop_takes_its_profile(root: Path) -> None:
     assert shop.bindings[Scenario.modify_address].buyer_self_service is True
     assert shop.bindings[Scenario.order_status].erp_detail_button is True
     src = shop.bindings[Scenario.intercept_shipment].source
-    assert (str(src), src.describe()) == (f"{root}/profiles.yaml:3",
-                                          f"profile std-jst, {root}/profiles.yaml:3, used by {root}/shops/acme/a.yaml:2")
+    assert (str(src), src.describe(shop.source)) == (
+        f"{root}/profiles.yaml:3", f"profile std-jst, {root}/profiles.yaml:3, used by {root}/shops/acme/a.yaml:2")
     assert shop.protect_source is not None and shop.protect_source.describe().startswith("profile std-jst, ")
 
 
@@ -92,7 +92,7 @@ def test_the_shops_own_keys_replace_the_profiles_scenario_by_scenario(root: Path
     assert {sc: b.appkey for sc, b in one.bindings.items()} == {
         Scenario.intercept_shipment: INH, Scenario.modify_address: INH, Scenario.order_status: None}
     assert one.bindings[Scenario.modify_address].buyer_self_service is True   # from the profile's modify_address
-    assert one.bindings[Scenario.intercept_shipment].source.describe() == (
+    assert one.bindings[Scenario.intercept_shipment].source.describe(one.source) == (
         f"{root}/shops/a.yaml:4 (the shop's own, for the scenario profile std-jst lists at {root}/profiles.yaml:7)")
     assert {sc: b.appkey for sc, b in two.bindings.items()} == {
         Scenario.intercept_shipment: WDT, Scenario.modify_address: WDT, Scenario.order_status: JST}
