@@ -83,7 +83,7 @@ def _line(f: Finding, names: Mapping[str, str | None]) -> str:
 
 def summarize(report: DriftReport, *, report_url: str | None = None) -> Summary:
     data = report.to_data()["summary"]
-    ranked = sorted(report.findings, key=lambda f: (_SEVERITY.get(f.category, 9), f.shop or "", f.kind))
+    ranked = sorted(report.active, key=lambda f: (_SEVERITY.get(f.category, 9), f.shop or "", f.kind))
     return Summary(status=report.status, shard=report.shard, counts=data,
                    worst=tuple(_line(f, report.shop_names) for f in ranked[:WORST]),
                    more=max(len(ranked) - WORST, 0), report_url=report_url)
