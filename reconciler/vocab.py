@@ -15,6 +15,7 @@ This module imports nothing of the project: every other module may use it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
@@ -182,12 +183,20 @@ EXCERPT = 40        # characters of a value an error message may quote
 WHOLE_FILE = 8      # … of a file read as one value (a symlink to a key file must not be printed)
 
 
+_SECRET_LOOKING = re.compile(r"(?i)(secret|session|sign|password|passwd|token|key)(\s*[=:]\s*)\S+")
+
+
 def excerpt(text: str, limit: int = EXCERPT) -> str:
     """A value from a file or the platform, quoted for an error message: its first line, at
-    most ``limit`` characters, control characters escaped (``repr``); when cut, ``…`` and the
-    length. Messages never print more of a value than this (a file may be anything: a
-    symlink to a private key, a secret that belongs elsewhere)."""
+    most ``limit`` characters, control characters escaped (``repr``), what looks like a
+    secret assignment masked (``token=***``); when cut, ``…`` and the length. Messages never
+    print more of a value than this (a file may be anything: a symlink to a private key, a
+    secret that belongs elsewhere)."""
     first = text.split("\n", 1)[0].split("\r", 1)[0]
     if len(first) <= limit and first == text:
-        return repr(text)
-    return f"{first[:limit]!r}… ({len(text):,} characters)"
+        return repr(_SECRET_LOOKING.sub(_masked, text))
+    return f"{_SECRET_LOOKING.sub(_masked, first[:limit])!r}… ({len(text):,} characters)"
+
+
+def _masked(m: re.Match[str]) -> str:
+    return f"{m.group(1)}{m.group(2)}***"

@@ -272,3 +272,11 @@ def test_secret_files_that_are_not_regular_files_are_refused_at_once(root: Path,
     assert proc.returncode == 1, proc.stderr
     assert "not a regular file" in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_secret_looking_values_are_masked_in_messages(root: Path) -> None:
+    write(root, "shops/a.yaml", 'shops:\n  - {id: "100001", erp: jushuitan, protect: "token=s3cr3t-v4lue"}\n')
+    r = validate()
+    assert r.exit_code == 1
+    assert "s3cr3t" not in r.output
+    assert "shops[0].protect: expected true or false, got the string 'token=***'" in r.stderr
