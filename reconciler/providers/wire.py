@@ -59,7 +59,8 @@ class Inflater:
         codings = [c.strip().lower() for c in (content_encoding or "").split(",") if c.strip()]
         unknown = [c for c in codings if c not in _ENCODINGS]
         if unknown or len(codings) > 3:
-            raise MalformedAnswer(f"the answer's Content-Encoding {excerpt(content_encoding or '')!r} is not gzip or deflate")
+            raise MalformedAnswer(f"the answer's Content-Encoding {excerpt(content_encoding or '')!r} is not gzip or deflate"
+                                  " (at most three layers)")
         # applied last is undone first
         self._stages = [_stage(c) for c in reversed(codings) if c != "identity"]
         self._made = [0] * len(self._stages)
