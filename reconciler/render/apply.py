@@ -14,7 +14,7 @@ def _failed_shop(o: ShopOutcome, erp_names: dict[str, str]) -> list[str]:
     lines = [f"Shop {o.shop}: FAILED at {c.scenario.value} {c.action.value}"
              f" ({value(c, 'before', erp_names)} → {value(c, 'after', erp_names)}): {o.error}"]
     if o.fate:
-        lines.append(f"  the answer to that write was lost: {o.fate.value}")
+        lines.append(f"  the answer to that write was lost or could not be believed: {o.fate.value}")
     whole = "" if o.rollback_errors else " (the shop is as it was before this run)"
     if o.rolled_back:
         lines.append(f"  rolled back: {', '.join(f'{r.scenario.value} {r.action.value}' for r in o.rolled_back)}{whole}")
