@@ -11,6 +11,7 @@ longer hold, before anything is written.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -279,9 +280,26 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
     if journal is not None:
         try:
             journal.done(shop, "applied" if out.ok else "failed")
-        except Exception:  # the journal then names the shop as possibly half-changed: a false alarm, never a loss
+        except Exception as e:  # the shop's rows could not be recorded (they are committed with its end)
+            if out.ok and len(out.applied) > len(out.already):
+                back = _put_back_unrecorded(provider, out, e, record)
+                with contextlib.suppress(Exception):  # the shop is whole again: end its intent if the store lets us
+                    journal.done(shop, "failed")
+                return back
+            # nothing of this run stays on the shop: the open intent makes the next plan name it, and
+            # the next apply finds nothing of this run's on the platform to record — a false alarm, never a loss
             log.warning("shop %s: could not record the end of its changes in the journal", shop, exc_info=True)
     return out
+
+
+def _put_back_unrecorded(provider: Provider, out: ShopOutcome, failure: Exception, record: Recorder) -> ShopOutcome:
+    """A shop applied whole whose history rows could not be committed: a write the history does
+    not know of must not stay, so this run's writes are put back (like a failed write's shop)."""
+    written = [c for c in out.applied if c not in out.already]
+    error = f"the shop's writes could not be recorded in the history ({_describe(failure)}); the shop was put back"
+    back = _roll_back(provider, out.shop, written[:-1], list(out.already), written[-1], error, failure, record,
+                      unrecorded=True)
+    return back
 
 
 def _apply_shop(provider: Provider, shop: str, ordered: Sequence[Change], record: Recorder) -> ShopOutcome:

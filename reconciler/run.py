@@ -27,7 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
@@ -66,17 +66,37 @@ class _Either:
 
 
 class _Journal:
-    """``apply.Journal`` over the store, for one run."""
+    """``apply.Journal`` over the store, for one run. Between a shop's intent and its end the
+    shop's history rows are held and committed with the end, in one transaction (see
+    ``Store.shop_done``); ``done`` raising means they could not be recorded."""
 
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
+        self._held: dict[str, list[dict[str, Any]]] = {}
+        self._lock = threading.Lock()
 
     def intent(self, shop: str, changes: Sequence[Change]) -> None:
         self.store.intent(self.run_id, shop, [c.to_data() for c in changes])
+        with self._lock:
+            self._held[shop] = []
+
+    def hold(self, change: Change, outcome: Outcome, error: str | None) -> bool:
+        """Keep the row for the shop's end; False when the shop has no intent open (write it now)."""
+        row = self.store.change_row(self.run_id, shop=change.shop, scenario=change.scenario.value,
+                                    action=change.action.value, before=dict(change.before), after=dict(change.after),
+                                    outcome=outcome, error=error)
+        with self._lock:
+            held = self._held.get(change.shop)
+            if held is None:
+                return False
+            held.append(row)
+            return True
 
     def done(self, shop: str, outcome: str) -> None:
-        self.store.shop_done(self.run_id, shop, outcome)
+        with self._lock:
+            rows = self._held.pop(shop, [])
+        self.store.shop_done(self.run_id, shop, outcome, rows)
 
 
 class ApplyRun:
@@ -92,6 +112,7 @@ class ApplyRun:
         self.interrupted = dict(interrupted or {})
         self.note: Note = note or (lambda _: None)
         self.run_id: int | None = None
+        self._journal: _Journal | None = None
         self.code: Exit | None = None  # stays None when the run crashes: the history shows it unfinished
         self._lock = threading.Lock()
 
@@ -120,8 +141,12 @@ class ApplyRun:
             return self.run_id
 
     def record(self, *, change: Change, outcome: Outcome, error: str | None) -> None:
-        """One change attempt, durably; the first one opens the history run."""
-        self.store.record(self._run(), shop=change.shop, scenario=change.scenario.value, action=change.action.value,
+        """One change attempt: held for its shop's end while the shop is journalled (committed
+        with it), else written durably at once; the first one opens the history run."""
+        run = self._run()
+        if self._journal is not None and self._journal.hold(change, outcome, error):
+            return
+        self.store.record(run, shop=change.shop, scenario=change.scenario.value, action=change.action.value,
                           before=dict(change.before), after=dict(change.after), outcome=outcome, error=error)
 
     def refuse(self, error: ReconcilerError) -> NoReturn:
@@ -234,11 +259,12 @@ class ApplyRun:
         """Write the plan (see ``apply.apply_plan``), journalled, renewing the locks' lease while it runs."""
         run = self._run()
         self.recover()
+        self._journal = _Journal(self.store, run)
         with self.store.keeper(run, self.options.lock_lease_s) as keeper:
             result = apply_plan(self.plan, self.provider, record=self.record, progress=progress,
                                 parallelism=getattr(self.provider, "parallelism", 1),
                                 stop=_Either(stop or threading.Event(), keeper.lost),
-                                journal=_Journal(self.store, run), first=sorted(self.interrupted))
+                                journal=self._journal, first=sorted(self.interrupted))
         if keeper.lost.is_set():
             self.note(f"the run lost its locks ({keeper.error or 'they were taken away'}): no further shop was started")
         self._settle(set(self.plan.by_shop()) | set(result.withheld))

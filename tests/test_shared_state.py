@@ -275,8 +275,9 @@ def test_a_write_the_history_cannot_record_is_put_back(agency: Agency, blocked: 
     assert "Apply partly done: 2 shop(s) applied, 1 failed" in r.stdout, r.stdout
     history = history_json(agency)
     mine = [(e["scenario"], e["outcome"], e["after"]) for e in history["entries"] if e["shop"] == IDS[1]]
-    # its first write landed, could not be recorded, and was put back (which is recorded, when it can be)
-    assert mine == ([(ALL[0], "rolled-back", {"appkey": OLD})] if blocked == "applied-rows" else [])
+    # its writes landed, could not be recorded (a shop's rows are committed with its end), and were put
+    # back in reverse order (which is recorded, when it can be)
+    assert mine == ([(sc, "rolled-back", {"appkey": OLD}) for sc in reversed(ALL)] if blocked == "applied-rows" else [])
     assert revisions(agency.db)[(IDS[1], ALL[0])] == (OLD, 3)  # written, then put back
     assert [(r["status"], r["exit_code"]) for r in history["runs"]] == [("finished", 3)]
     plan = json.loads(agency.run("plan", "--format", "json").stdout)

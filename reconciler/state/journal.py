@@ -20,7 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import StoreBase
-from .schema import journal, locks, runs
+from .schema import changes, journal, locks, runs
 from .types import INTERRUPTED, InterruptedShop, LockLost
 
 
@@ -40,9 +40,14 @@ class JournalOps(StoreBase):
             conn.execute(sa.insert(journal).values(run_id=run_id, shop=str(shop), time=self._stamp(),
                                                    changes=json.dumps(list(changes), sort_keys=True, ensure_ascii=False)))
 
-    def shop_done(self, run_id: int, shop: str, outcome: str) -> None:
-        """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do)."""
+    def shop_done(self, run_id: int, shop: str, outcome: str, rows: Sequence[dict[str, Any]] = ()) -> None:
+        """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do);
+        ``rows`` (``change_row`` values) are that shop's history rows, committed in the same
+        transaction — one commit per shop instead of one per change. A kill before it leaves
+        the intent open: the next apply records the writes that landed (``run.ApplyRun.recover``)."""
         with self._write() as conn:
+            if rows:
+                conn.execute(sa.insert(changes), list(rows))
             open_id = conn.execute(sa.select(sa.func.max(journal.c.id))
                                    .where(journal.c.run_id == run_id, journal.c.shop == shop, journal.c.done.is_(None))).scalar()
             stamp = self._stamp()

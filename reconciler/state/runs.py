@@ -59,10 +59,17 @@ class HistoryOps(StoreBase):
                outcome: str, error: str | None = None, time: str | None = None) -> None:
         """One change attempt, committed durably before this returns."""
         with self._write() as conn:
-            conn.execute(sa.insert(changes).values(
-                run_id=run_id, time=self._stamp(time), shop=str(shop), scenario=None if scenario is None else str(scenario),
-                action=str(action), before=json.dumps(before, sort_keys=True), after=json.dumps(after, sort_keys=True),
-                outcome=str(outcome), error=error))
+            conn.execute(sa.insert(changes), [self.change_row(run_id, shop=shop, scenario=scenario, action=action,
+                                                              before=before, after=after, outcome=outcome, error=error,
+                                                              time=time)])
+
+    def change_row(self, run_id: int, *, shop: str, scenario: str | None, action: str, before: Any, after: Any,
+                   outcome: str, error: str | None = None, time: str | None = None) -> dict[str, Any]:
+        """The ``changes`` row of one change attempt (written by ``record`` or with a shop's end)."""
+        return {"run_id": run_id, "time": self._stamp(time), "shop": str(shop),
+                "scenario": None if scenario is None else str(scenario), "action": str(action),
+                "before": json.dumps(before, sort_keys=True), "after": json.dumps(after, sort_keys=True),
+                "outcome": str(outcome), "error": error}
 
     def finish_run(self, run_id: int, *, exit_code: int) -> None:
         """Mark a run as ended (a run without an end crashed or still goes on); a finished
