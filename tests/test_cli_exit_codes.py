@@ -345,3 +345,27 @@ def test_a_world_whose_shops_share_a_session_key_is_refused_with_its_location(tm
     assert r.stderr == (f"Error: {world}:2:3: shops: shops 100001 and 100002 have the same session key;"
                         " a session key authorizes exactly one shop\n1 error(s) in the world file\n")
     assert not (tmp_path / ".reconciler" / "sandbox.db").exists()
+
+
+def test_help_lists_every_command_and_loads_none() -> None:
+    """--help names every command a module registers, from the table, without importing them."""
+    import importlib
+    import subprocess
+    import sys
+
+    from reconciler.cli import COMMANDS
+
+    found = {}
+    for module in {m for m, _ in COMMANDS.values()}:
+        for cmd in getattr(importlib.import_module(f"reconciler.cli.{module}"), "COMMANDS", ()):
+            found[cmd.name] = module
+    assert found == {name: module for name, (module, _) in COMMANDS.items()}
+    code = ("import sys; from reconciler.cli import main\n"
+            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('reconciler.cli.') or m in"
+            " ('pydantic', 'yaml', 'httpx', 'sqlalchemy')))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == "['reconciler.cli.context']"
+    for name in COMMANDS:
+        assert f"  {name} " in r.stdout

@@ -31,6 +31,7 @@ class _UsageError(click.UsageError):
 # command → (module in this package, one-line help for --help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("core", "Check the configuration offline."),
+    "schema": ("core", "Write JSON Schemas (draft 2020-12) of the configuration files, for editors."),
     "plan": ("core", "Read the actual state and print the plan."),
     "apply": ("core", "Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE."),
     "show": ("core", "Render a saved plan for review, after verifying its checksum."),
