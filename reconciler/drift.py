@@ -316,6 +316,12 @@ def drift_shop(desired: DesiredShop, state: ShopState, checks: Mapping[tuple[str
                     cause=(p.kind, desired.bindings[p.scenario].appkey if p.scenario in desired.bindings else None))
             for p in wanted if p.severity == Severity.error
             and p.kind in (ProblemKind.appkey_not_found, ProblemKind.not_integrated)]
+    # the config's (differing) appkey could not be checked: whether it can be applied is unknown, the audit incomplete
+    out += [Finding(shop=p.shop, scenario=p.scenario, category=Category.error, kind=ProblemKind.check_failed,
+                    message=f"the config's binding could not be checked: {p.message}",
+                    actual={"appkey": state.appkey(p.scenario)} if p.scenario else None,
+                    source=str(desired.bindings[p.scenario].source) if p.scenario in desired.bindings else None)
+            for p in wanted if p.severity == Severity.error and p.kind == ProblemKind.check_failed]
     _, found = diff_shop(_as_found(desired, state), state, checks, names, force=True)
     for p in found:
         if p.kind in BROKEN_KINDS or p.kind == ProblemKind.check_failed:

@@ -262,7 +262,7 @@ def diff_shop(
                                     f"{sc.value} is bound to {show_appkey(b.appkey, names)} but not in the config; left alone"))
     disruptive = [c for c in changes if c.action in DISRUPTIVE]
     if desired.protect and disruptive:
-        what = ", ".join(f"{c.action.value} {c.scenario.value}" for c in disruptive)
+        what = ", ".join(f"{c.action.value} {c.scenario.value}" for c in sorted(disruptive, key=lambda c: c.key))
         if force:
             problems.append(Problem(sid, None, Severity.warning, ProblemKind.protected, f"protected shop changed under --force: {what}"))
         else:

@@ -5,8 +5,8 @@ No SQLite, no HTTP, no config files: each case builds ``DesiredShop`` / ``ShopSt
 problem kinds and severities, findings, exit codes). The tables are parametrized with ids,
 so a broken rule names itself. The whole file runs in well under a second.
 
-Two ``xfail(strict=True)`` tests state rules the code does not keep today (possible bugs,
-reported in issue 7); when one is fixed its test passes, and strict xfail asks to drop the mark.
+Two tests began as ``xfail(strict=True)`` for rules the code did not keep (found by writing
+these tables); both rules are kept now.
 """
 
 from __future__ import annotations
@@ -366,8 +366,6 @@ def test_protect_messages() -> None:
                               "protected shop changed under --force: rotate intercept_shipment, unbind modify_address")]
 
 
-@pytest.mark.xfail(strict=True, reason="possible bug: the protected message follows the bindings' dict order, unsorted"
-                                       " (config.py builds them in scenario order, so only hand-built values see it)")
 def test_protect_message_does_not_depend_on_binding_order() -> None:
     s = state({IS: WDT, MA: WDT})
     a = shop(want(IS, JST), want(MA, None), protect=True)
@@ -625,8 +623,6 @@ def test_drift_ignores_protect_and_withholds_nothing() -> None:
                      (SHOP, "order_status", "drift", "missing"), (SHOP, "order_status", "broken", "cannot-apply")]
 
 
-@pytest.mark.xfail(strict=True, reason="possible bug: a failed check of the config's (differing) appkey is dropped by"
-                                       " drift; the audit is incomplete (cannot-apply unknown) but exits 2, not 1")
 def test_drift_reports_a_failed_check_of_the_desired_appkey() -> None:
     d = shop(want(IS, JST))
     report = compute_drift([d], {SHOP: state({IS: WDT})}, {(WDT, IS): app(WDT, IS), (JST, IS): failed()}, NAMES)
