@@ -10,7 +10,7 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
@@ -100,6 +100,20 @@ def store_for(settings: Settings, config_dir: Path, *, create: bool = True) -> S
     from ..state import open_store, resolve_url  # SQLAlchemy loads only for commands that use the store
 
     return open_store(resolve_url(settings, config_dir, os.environ), config_dir=config_dir, create=create)
+
+
+def interrupted_messages(settings: Settings, config_dir: Path, shops: list[str]) -> dict[str, str]:
+    """Shops an interrupted apply may have left half-changed (shop → what happened), for plan;
+    an SQLite store with no open intent is seen without opening the store (no SQLAlchemy)."""
+    from ..state import resolve_url, surely_nothing_interrupted
+
+    if surely_nothing_interrupted(resolve_url(settings, config_dir, os.environ), config_dir=config_dir):
+        return {}
+    store = store_for(settings, config_dir, create=False)
+    if store is None:
+        return {}
+    with closing(store):
+        return {s: i.message() for s, i in store.interrupted_shops(shops).items()}
 
 
 def open_store_for(settings: Settings, config_dir: Path) -> Store:

@@ -43,6 +43,7 @@ from .auth import auth_problems
 from .common import (
     err,
     graceful_interrupt,
+    interrupted_messages,
     load,
     open_store_for,
     progress_printer,
@@ -50,7 +51,6 @@ from .common import (
     shard_option,
     shop_option,
     state,
-    store_for,
 )
 from .selection import choose, no_saved_plan_with, select_option
 
@@ -161,11 +161,7 @@ def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, s
     --select that matches no shop exits 1.
     """
     config = choose(ctx, shops, select, shard).config
-    store = store_for(config.settings, config.dir, create=False)
-    interrupted = {}
-    if store is not None:
-        with closing(store):
-            interrupted = {s: i.message() for s, i in store.interrupted_shops([s.id for s in config.shops]).items()}
+    interrupted = interrupted_messages(config.settings, config.dir, [s.id for s in config.shops])
     with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
         result = make_plan(config.desired(), provider, force=force, interrupted=interrupted, auth=auth_problems(ctx))
         result = waive_plan(result, config.waivers, config.today or clock.today())

@@ -68,6 +68,7 @@ __all__ = [
     "display_url",
     "open_store",
     "resolve_url",
+    "surely_nothing_interrupted",
 ]
 
 
@@ -86,6 +87,33 @@ def open_store(url: str, *, config_dir: Path, create: bool = True, environ: Mapp
     from .store import open_target  # SQLAlchemy is imported here, not before
 
     return open_target(target, config_dir=config_dir, create=create, clock=clock, host=host)
+
+
+def surely_nothing_interrupted(url: str, *, config_dir: Path, environ: Mapping[str, str] | None = None) -> bool:
+    """A cheap look, without SQLAlchemy, for read-only commands: True when the store is an SQLite
+    file that holds no open journal intent (so no shop can be interrupted). False means "look
+    properly" (``open_store``): another engine, no such file, an older schema, any doubt."""
+    import sqlite3
+
+    from .urls import parse_url
+
+    try:
+        target = parse_url(url, config_dir=config_dir, environ=environ)
+    except StateError:
+        return False
+    if target.kind != "sqlite" or target.path is None or not target.path.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"{target.path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+        try:
+            (found,) = con.execute("SELECT version FROM schema_version").fetchone() or (None,)
+            if not isinstance(found, int) or found < 2:  # the journal exists from version 2 on
+                return False
+            return con.execute("SELECT 1 FROM journal WHERE done IS NULL LIMIT 1").fetchone() is None
+        finally:
+            con.close()
+    except (sqlite3.Error, ValueError, TypeError):
+        return False
 
 
 def __getattr__(name: str) -> Any:
