@@ -18,21 +18,20 @@ rate reaches 90 % of the limit, 1 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import selectors
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serving import start_server, stats
 
 from reconciler.auth import Keyring, keygen
 from reconciler.platform import TOKEN_REFRESH, SandboxPlatform
@@ -46,29 +45,6 @@ def cli(*args: str, env: dict[str, str], timeout: float) -> subprocess.Completed
                           timeout=timeout, check=False)
 
 
-def serve(db: Path, root: Path, qps: float, deadline: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "-C", str(root), "sandbox", "serve", "--db", str(db), "--port", "0",
-         "--qps", f"{qps:g}", "--threads", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=max(0.1, deadline - time.monotonic())):
-            proc.kill()
-            raise SystemExit("the server did not start in time")
-    line = proc.stdout.readline()
-    m = re.search(r"(http://127\.0\.0\.1:\d+/router/rest)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"unexpected server output: {line!r}")
-    return proc, m.group(1)
-
-
-def stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url.replace("/router/rest", "/stats"), timeout=10) as r:
-        data: dict[str, Any] = json.load(r)
-    return data
 
 
 def main() -> int:
@@ -100,7 +76,7 @@ def main() -> int:
         r = cli("-C", str(platform_dir), "sandbox", "load", "--db", str(db), str(platform_dir / "world.yaml"), env=env,
                 timeout=300)
         assert r.returncode == 0, r.stderr
-        server, url = serve(db, platform_dir, args.qps, deadline)
+        server, url = start_server(platform_dir, args.qps, deadline, db=db)
         state_url = args.state_url or f"sqlite:///{agency / 'state.db'}"
         (agency / "reconciler.yaml").write_text(yaml.safe_dump({
             "provider": {"kind": "top", "url": url, "app_key": "30000001", "qps": args.qps, "parallelism": args.parallelism,

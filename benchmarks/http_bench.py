@@ -19,10 +19,7 @@ the target, 1 otherwise; gives up after ``--timeout`` seconds whatever happens.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import re
-import selectors
 import shutil
 import signal
 import subprocess
@@ -30,13 +27,13 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generate import generate
+from serving import start_server, stats
 
 from reconciler.apply import apply_plan, make_plan
 from reconciler.config import load_config
@@ -48,29 +45,6 @@ SECRET_ENV = "RECONCILER_APP_SECRET"
 SECRET = "bench-secret"  # the app secret generate.py writes into the world
 
 
-def start_server(root: Path, qps: float, deadline: float) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reconciler", "-C", str(root), "sandbox", "serve", "--port", "0", "--qps", f"{qps:g}",
-         "--threads", "16"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        if not sel.select(timeout=max(0.1, deadline - time.monotonic())):
-            proc.kill()
-            raise SystemExit("the server did not start in time")
-    line = proc.stdout.readline()
-    m = re.search(r"on (http://127\.0\.0\.1:\d+/router/rest)", line)
-    if not m:
-        proc.kill()
-        raise SystemExit(f"unexpected server output: {line!r} {proc.stderr.read() if proc.stderr else ''}")
-    return proc, m.group(1)
-
-
-def stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url.replace("/router/rest", "/stats"), timeout=10) as r:
-        data: dict[str, Any] = json.load(r)
-    return data
 
 
 def delta(after: dict[str, Any], before: dict[str, Any], key: str) -> int:
