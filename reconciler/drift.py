@@ -291,7 +291,7 @@ def _as_found(shop: DesiredShop, state: ShopState) -> DesiredShop:
         want = shop.bindings.get(sc)
         bindings[sc] = DesiredBinding(scenario=sc, appkey=b.appkey, source=want.source if want else shop.source,
                                       erp_detail_button=want.erp_detail_button if want else None)
-    return shop.model_copy(update={"bindings": bindings, "protect": False})
+    return replace(shop, bindings=bindings, protect=False)
 
 
 def found_checks(actual: Mapping[str, ShopState | ProviderError]) -> set[tuple[str, Scenario]]:

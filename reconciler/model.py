@@ -337,13 +337,13 @@ class Settings(BaseModel):
 # --------------------------------------------------------------------------- resolved desired state
 
 
-class Source(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Source:
     """Where a desired value was declared: ``file:line``. When a profile is involved, which:
     the value is the profile's (``profile``), or the shop's own for a scenario the profile
     lists (``profile`` and ``profile_at``, where the profile lists it). A profile's values
     are shared by every shop that takes them; ``describe`` names the shop."""
 
-    model_config = ConfigDict(frozen=True)
     file: str
     line: int
     profile: str | None = None
@@ -361,10 +361,10 @@ class Source(BaseModel):
         return f"profile {self.profile}, {self.file}:{self.line}" + (f", used by {shop}" if shop is not None else "")
 
 
-class DesiredBinding(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DesiredBinding:
     """A managed scenario after ERP names are resolved. ``appkey`` None means: must be unbound."""
 
-    model_config = ConfigDict(frozen=True)
     scenario: Scenario
     appkey: str | None
     erp: str | None = None
@@ -374,23 +374,23 @@ class DesiredBinding(BaseModel):
     erp_detail_button: bool | None = None
 
 
-class DesiredShop(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DesiredShop:
     id: str
     name: str | None = None
     erp: str | None = None
     protect: bool = False
     source: Source
     bindings: dict[Scenario, DesiredBinding]
-    labels: Mapping[str, str] = {}
+    labels: Mapping[str, str] = field(default_factory=dict)
     profile: str | None = None
     protect_source: Source | None = None  # where protect: true is said, when not on the shop itself
 
 
-class Waiver(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Waiver:
     """A validated waiver, with where it is written."""
 
-    model_config = ConfigDict(frozen=True)
     shop: str
     scenario: Scenario | None
     kind: str
@@ -406,20 +406,20 @@ class Waiver(BaseModel):
 # --------------------------------------------------------------------------- actual state
 
 
-class Binding(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
     scenario: Scenario
     appkey: str
     revision: int = 0
 
 
-class ShopState(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShopState:
     """What the platform holds for one shop."""
 
-    model_config = ConfigDict(frozen=True)
     shop_id: str
     name: str | None = None
-    bindings: dict[Scenario, Binding] = {}
+    bindings: dict[Scenario, Binding] = field(default_factory=dict)
     buyer_self_service: bool = False
     detail_whitelisted: bool = False
 
@@ -428,10 +428,10 @@ class ShopState(BaseModel):
         return b.appkey if b else None
 
 
-class AppCheck(BaseModel):
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AppCheck:
     """The platform's answer about an appkey for a scenario (``erp.app.check``)."""
 
-    model_config = ConfigDict(frozen=True)
     appkey: str
     scenario: Scenario
     exists: bool

@@ -11,6 +11,7 @@ these tables); both rules are kept now.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -465,7 +466,7 @@ def test_withheld_changes_do_not_count_towards_the_threshold() -> None:
 
 def test_protected_and_unsafe_are_both_reported() -> None:
     desired, actual, checks = fleet(10, rotate=5)
-    desired[0] = desired[0].model_copy(update={"protect": True})
+    desired[0] = dataclasses.replace(desired[0], protect=True)
     plan = compute_plan(desired, actual, checks, NAMES)
     assert [(p.shop, p.severity, p.kind) for p in plan.errors] == [(None, "error", "unsafe"), ("200001", "error", "protected")]
     assert plan.summary["rotate"] == 4  # the protected shop is withheld, the others are not
@@ -527,7 +528,7 @@ def test_changes_and_problems_are_in_a_fixed_order() -> None:
 def test_input_order_does_not_change_changes_or_problems() -> None:
     desired, actual, checks = mixed()
     forward = compute_plan(desired, actual, checks, NAMES)
-    reordered = [d.model_copy(update={"bindings": dict(reversed(d.bindings.items()))}) for d in reversed(desired)]
+    reordered = [dataclasses.replace(d, bindings=dict(reversed(d.bindings.items()))) for d in reversed(desired)]
     backward = compute_plan(reordered, dict(reversed(actual.items())), dict(reversed(checks.items())), NAMES)
     assert (backward.changes, backward.problems) == (forward.changes, forward.problems)
 
