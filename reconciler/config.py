@@ -23,6 +23,7 @@ in a profile is reported once, in ``profiles.yaml``, naming the shops that use i
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,9 +48,10 @@ from .model import (
     WaiversFile,
     names_by_appkey,
 )
+from .parsecache import Corrupt, FileResult, ShopCache, context_bytes, digest
 from .resolve import At, Catalog, Profile, check_appkey, check_profile, raw_id, resolve_shop
 from .resolve import Sink as _Sink
-from .yamlio import Document, PathT, path_str, paused_gc
+from .yamlio import Document, PathT, parse, path_str, paused_gc, read
 
 SETTINGS_FILE = "reconciler.yaml"
 ERPS_FILE = "erps.yaml"
@@ -221,24 +223,32 @@ def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | No
     return validate_file(doc, Settings, None, issues)
 
 
-def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None, today: date | None = None) -> Config:
+def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None, today: date | None = None,
+                cache: bool = False) -> Config:
     """Read and validate the whole directory; raise ConfigError with every problem found.
 
     ``shops`` limits the *result* to those shop ids; the whole directory is still
     validated (a duplicate id in another file is an error either way). ``today`` (China
-    time; default ``clock.today()``) is the day waivers are judged on.
+    time; default ``clock.today()``) is the day waivers are judged on. ``cache``: take the
+    results of unchanged shop files from the parse cache, and keep this run's there
+    (``parsecache``; the result is the same either way).
     """
     root = Path(config_dir)
     shown = str(config_dir)
     if not root.is_dir():
         raise ConfigError([_no_dir(root, shown)])
     day = today or clock.today()
-    issues: list[Issue] = []
+    store = ShopCache.open(root, [context_bytes(root / ERPS_FILE), context_bytes(root / PROFILES_FILE)], shown) \
+        if cache else None
     with paused_gc():
-        settings = _read_settings(root, shown, issues)
-        catalog = _read_erps(root, shown, issues)
-        profiles = _read_profiles(root, shown, catalog)
-        desired, seen = _read_shops(root, shown, catalog, profiles, issues)
+        try:
+            settings, catalog, profiles, desired, seen, issues = _read_all(root, shown, store)
+        except _Again:
+            assert store is not None
+            store = store.emptied()
+            settings, catalog, profiles, desired, seen, issues = _read_all(root, shown, store)
+        if store is not None:
+            store.save()
         if profiles is not None:
             issues += profiles.said()
         waivers = _read_waivers(root, shown, seen, day, issues)
@@ -260,6 +270,16 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
         profiles={n: p.spec for n, p in profiles.by_name.items() if p.spec is not None} if profiles else {},
         waivers=waivers, today=day,
     )
+
+
+def _read_all(root: Path, shown: str, cache: ShopCache | None) -> tuple[
+        Settings | None, Catalog | None, _Profiles | None, list[DesiredShop], set[str], list[Issue]]:
+    issues: list[Issue] = []
+    settings = _read_settings(root, shown, issues)
+    catalog = _read_erps(root, shown, issues)
+    profiles = _read_profiles(root, shown, catalog)
+    desired, seen = _read_shops(root, shown, catalog, profiles, issues, cache)
+    return settings, catalog, profiles, desired, seen, issues
 
 
 def _err(issues: list[Issue], doc: Document, path: PathT, msg: str, *, severity: str = "error") -> None:
@@ -368,9 +388,15 @@ def _read_profiles(root: Path, shown: str, catalog: Catalog | None) -> _Profiles
 # --------------------------------------------------------------------------- shops
 
 
+class _Again(Exception):
+    """The cached results disagree with the rest (a duplicate id), or one is corrupt: read everything."""
+
+
 def _read_shops(root: Path, shown: str, erps: Catalog | None, profiles: _Profiles | None,
-                issues: list[Issue]) -> tuple[list[DesiredShop], set[str]]:
-    """The resolved shops, and every valid shop id declared (valid shops or not)."""
+                issues: list[Issue], cache: ShopCache | None = None) -> tuple[list[DesiredShop], set[str]]:
+    """The resolved shops, and every valid shop id declared (valid shops or not). With a
+    ``cache``, a file whose bytes it knows is not parsed: its result is taken from the cache
+    (raises ``_Again`` when that cannot be trusted)."""
     top = root / SHOPS_DIR
     if not top.is_dir():
         if top.exists() or top.is_symlink():
@@ -381,51 +407,90 @@ def _read_shops(root: Path, shown: str, erps: Catalog | None, profiles: _Profile
                                 severity="warning"))
     files, found = shop_files(root, shown)
     issues += found
-    by_name = profiles.by_name if profiles is not None else None
-    unreadable = profiles is not None and profiles.doc is None   # said in profiles.yaml; no shop blamed for it
-    mute = profiles.doc if profiles is not None else None
     seen: dict[str, str] = {}
     out: list[DesiredShop] = []
     for f in files:
-        doc = load_file(f.path, _display(shown, f.rel), issues)
-        if doc is None:
+        raw, found = read(f.path, _display(shown, f.rel))
+        if raw is None:
+            issues += found
             continue
-        parsed = validate_file(doc, ShopsFile, "shops", issues)
-        if parsed is not None:
-            specs: list[ShopSpec | None] = list(parsed.shops)
-        else:
-            # The file's errors are reported; still check its valid shops against the rest
-            # (unknown ERPs, duplicate ids across files), so one run reports everything.
-            raw = doc.data.get("shops") if isinstance(doc.data, dict) else None
-            if not isinstance(raw, list):
-                continue
-            specs = [valid_or_none(ShopSpec, item) for item in raw]
-        for i, shop in enumerate(specs):
-            at = At(doc, ("shops", i))
-            sid = shop.id if shop is not None else raw_id(at)
-            if sid is not None:  # (an invalid id is reported; the shop's references are still checked)
+        sha = digest(raw) if cache is not None else ""
+        try:
+            hit = cache.get(f.rel, sha) if cache is not None else None
+        except Corrupt:
+            raise _Again from None
+        if hit is not None:
+            for sid, where in hit.seen:
                 if sid in seen:
-                    _err(issues, doc, (*at.path, "id"), f"duplicate shop id {sid!r} (also at {seen[sid]})")
-                    continue
-                seen[sid] = at.where()
+                    raise _Again  # the uncached read says which and where
+                seen[sid] = where
             if profiles is not None:
-                _note_user(profiles, at, shop, sid)
-            if _has_bad(doc, at.path):
-                continue
-            resolved = resolve_shop(at, shop, erps, by_name, issues, mute=mute, profiles_unreadable=unreadable)
-            if resolved is not None:
-                out.append(resolved)
+                for name, user in hit.users:
+                    profiles.users.setdefault(name, []).append(user)
+            issues += hit.warnings
+            out += hit.shops
+            continue
+        start = len(issues)
+        result = _read_shop_file(raw, _display(shown, f.rel), erps, profiles, seen, issues)
+        if cache is not None and result is not None and not any(i.severity == "error" for i in issues[start:]):
+            cache.put(f.rel, sha, dataclasses.replace(result, warnings=issues[start:]))
+        if result is not None:
+            out += result.shops
     out.sort(key=lambda s: s.id)
     return out, set(seen)
 
 
-def _note_user(profiles: _Profiles, at: At, shop: ShopSpec | None, sid: str | None) -> None:
+def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: _Profiles | None,
+                    seen: dict[str, str], issues: list[Issue]) -> FileResult | None:
+    """One shop file's resolved shops and what the checks across files need (its warnings are
+    added by the caller); None when it cannot be read as YAML at all."""
+    doc, found = parse(raw, display)
+    issues += found
+    if doc is None:
+        return None
+    by_name = profiles.by_name if profiles is not None else None
+    unreadable = profiles is not None and profiles.doc is None   # said in profiles.yaml; no shop blamed for it
+    mute = profiles.doc if profiles is not None else None
+    result = FileResult([], [], [], [])
+    parsed = validate_file(doc, ShopsFile, "shops", issues)
+    if parsed is not None:
+        specs: list[ShopSpec | None] = list(parsed.shops)
+    else:
+        # The file's errors are reported; still check its valid shops against the rest
+        # (unknown ERPs, duplicate ids across files), so one run reports everything.
+        raw_shops = doc.data.get("shops") if isinstance(doc.data, dict) else None
+        if not isinstance(raw_shops, list):
+            return result
+        specs = [valid_or_none(ShopSpec, item) for item in raw_shops]
+    for i, shop in enumerate(specs):
+        at = At(doc, ("shops", i))
+        sid = shop.id if shop is not None else raw_id(at)
+        if sid is not None:  # (an invalid id is reported; the shop's references are still checked)
+            if sid in seen:
+                _err(issues, doc, (*at.path, "id"), f"duplicate shop id {sid!r} (also at {seen[sid]})")
+                continue
+            seen[sid] = at.where()
+            result.seen.append((sid, seen[sid]))
+        if profiles is not None:
+            user = _user(at, shop, sid)
+            if user is not None:
+                profiles.users.setdefault(user[0], []).append(user[1])
+                result.users.append(user)
+        if _has_bad(doc, at.path):
+            continue
+        resolved = resolve_shop(at, shop, erps, by_name, issues, mute=mute, profiles_unreadable=unreadable)
+        if resolved is not None:
+            result.shops.append(resolved)
+    return result
+
+
+def _user(at: At, shop: ShopSpec | None, sid: str | None) -> tuple[str, str] | None:
+    """The profile a shop uses and how its error messages name the shop: ``100001 at shops/a.yaml:2``."""
     name = shop.profile if shop is not None else None
     if shop is None:
         item = at.doc.data["shops"][at.path[1]]
         name = item.get("profile") if isinstance(item, dict) and isinstance(item.get("profile"), str) else None
-    if name is not None:
-        profiles.users.setdefault(name, []).append(f"{sid or path_str(at.path)} at {at.where()}")
+    return None if name is None else (name, f"{sid or path_str(at.path)} at {at.where()}")
 
 
 # --------------------------------------------------------------------------- waivers

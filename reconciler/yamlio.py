@@ -346,6 +346,11 @@ def load(path: Path, file: str, *, limit: int = MAX_FILE) -> tuple[Document | No
     raw, issues = read(path, file, limit=limit)
     if raw is None:
         return None, issues
+    return parse(raw, file)
+
+
+def parse(raw: bytes, file: str) -> tuple[Document | None, list[Issue]]:
+    """``load`` of bytes already read (``file`` names them in issues)."""
     text, issues = _decode(raw, file)
     if text is None:
         return None, issues

@@ -20,7 +20,9 @@ from ..config import Config, load_config, load_settings
 from ..connect import open_provider
 from ..errors import ReconcilerError
 from ..model import Settings, TopSettings
+from ..parsecache import enabled as cache_enabled
 from ..providers import Provider
+from ..ratelimit import Share
 from ..shard import Shard, parse_shard
 from .context import State
 
@@ -40,9 +42,18 @@ def err(message: str) -> None:
     click.echo(message, err=True)
 
 
+# The read-only commands take unchanged shop files from the parse cache (reconciler.parsecache);
+# apply and import read the files themselves: what is written never comes from the cache.
+CACHED_COMMANDS = frozenset({"plan", "drift", "validate"})
+
+
+def use_cache(ctx: click.Context) -> bool:
+    return ctx.command.name in CACHED_COMMANDS and cache_enabled(os.environ)
+
+
 def load(ctx: click.Context, shops: tuple[str, ...] = (), shard: Shard | None = None) -> Config:
     """The validated config (warnings go to stderr), limited to a shard; ConfigError propagates."""
-    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None)
+    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None, cache=use_cache(ctx))
     for w in config.warnings:
         err(str(w))
     return in_shard(config, shard)
@@ -64,19 +75,51 @@ def settings_only(ctx: click.Context) -> tuple[Settings, Path]:
 
 
 def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
-                 shops: Sequence[str] | None = None) -> Provider:
+                 shops: Sequence[str] | None = None, shard: Shard | None = None, qps: float | None = None) -> Provider:
     """The configured provider; ``--parallelism`` overrides ``provider.parallelism`` (top).
     A top provider with no sessions file or variable takes the tokens of ``shops`` (None:
     every stored shop) from the state store, renewing expired ones on the way; the problems of
-    the others are the command's (``cli.auth.auth_problems``)."""
-    n = state(ctx).parallelism
-    if n is not None and isinstance(settings.provider, TopSettings):
-        settings = settings.model_copy(update={"provider": settings.provider.model_copy(update={"parallelism": n})})
+    the others are the command's (``cli.auth.auth_problems``). Its requests a second, token
+    renewals included, are ``--qps`` or, in shard K/N, 1/N of ``provider.qps`` (``run_qps``)."""
+    p = settings.provider
+    if isinstance(p, TopSettings):
+        update: dict[str, float] = {}
+        n = state(ctx).parallelism
+        if n is not None:
+            update["parallelism"] = n
+        rate = run_qps(p.qps, shard, qps)
+        if rate != p.qps:
+            update["qps"] = rate
+        if update:
+            settings = settings.model_copy(update={"provider": p.model_copy(update=update)})
     provider = open_provider(settings, config_dir, sessions=_store_sessions(ctx, settings, config_dir, shops))
     _OPEN.add(provider)
     for w in provider.warnings:
         err(f"Warning: {w}")
     return provider
+
+
+def run_qps(app_qps: float, shard: Shard | None, explicit: float | None) -> float:
+    """This process's requests a second: ``explicit`` (``--qps``), else in shard K/N an even
+    share of the app's limit, so the N shards running at once stay under it together. Says
+    on stderr what a shard uses, and warns when the explicit rate times N is over the limit."""
+    share = Share(app_qps, shard.count if shard is not None else 1, explicit)
+    source = "--qps" if explicit is not None else f"provider.qps / {share.of}"
+    if shard is not None:
+        err(f"shard {shard}: {_rate(share.qps)} of the app's {_rate(app_qps)} requests/s ({source})")
+    if share.over:
+        if share.of > 1:
+            what = f"for each of {share.of} shards is {_rate(share.together)} requests/s together,"
+            instead = f"leave out --qps to give each shard 1/{share.of} ({_rate(app_qps / share.of)})"
+        else:
+            what, instead = "is", "raise provider.qps if the app's limit is higher"
+        err(f"Warning: --qps {_rate(share.qps)} {what} over the app's {_rate(app_qps)} requests/s (provider.qps):"
+            f" the platform will refuse requests (code 7) and ban the app for seconds at a time; {instead}")
+    return share.qps
+
+
+def _rate(qps: float) -> str:
+    return f"{round(qps, 2):g}"
 
 
 # The providers this process opened: a second interrupt tells them to hurry (graceful_interrupt).
@@ -176,6 +219,11 @@ def _shard(ctx: click.Context, param: click.Parameter, value: str | None) -> Sha
 shard_option = click.option(
     "--shard", callback=_shard, metavar="K/N",
     help="Only shard K of N: shops split by a stable hash of their id, so N CI jobs cover each shop once.")
+
+qps_option = click.option(
+    "--qps", type=click.FloatRange(min=0, min_open=True, max=100_000), envvar="RECONCILER_QPS", metavar="N",
+    help="Requests a second this run sends over HTTP (env RECONCILER_QPS; default: provider.qps,"
+         " and with --shard K/N a 1/N share of it, so the N shards together stay under the app's limit).")
 
 
 @contextmanager

@@ -48,9 +48,11 @@ from .common import (
     open_store_for,
     progress_printer,
     provider_for,
+    qps_option,
     shard_option,
     shop_option,
     state,
+    use_cache,
 )
 from .selection import choose, no_saved_plan_with, select_option
 
@@ -96,7 +98,7 @@ def validate(ctx: click.Context, fmt: str) -> None:
         click.echo(_valid_line(load(ctx)))
         return
     try:
-        config: Config | None = load_config(state(ctx).config_dir)
+        config: Config | None = load_config(state(ctx).config_dir, cache=use_cache(ctx))
         issues = list(config.warnings) if config is not None else []
     except ConfigError as e:
         config, issues = None, list(e.issues)
@@ -147,13 +149,14 @@ def schema(ctx: click.Context, out: Path | None) -> None:
 @shop_option
 @select_option
 @shard_option
+@qps_option
 @click.option("--format", "fmt", type=click.Choice(PLAN_FORMATS), default="text", show_default=True)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="Write the saved plan (JSON) here.")
 @click.option("--detailed-exitcode", is_flag=True, help="Exit 2 when changes are pending.")
 @click.option("--force", is_flag=True, help="Allow changes over the safety threshold and on protected shops.")
 @click.pass_context
-def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, fmt: str,
-         out: Path | None, detailed_exitcode: bool, force: bool) -> None:
+def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, qps: float | None,
+         fmt: str, out: Path | None, detailed_exitcode: bool, force: bool) -> None:
     """Read the actual state and print the plan.
 
     Exit 0 (no changes), 1 (error, or a problem of severity error; a waived one is shown
@@ -162,7 +165,8 @@ def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, s
     """
     config = choose(ctx, shops, select, shard).config
     interrupted = interrupted_messages(config.settings, config.dir, [s.id for s in config.shops])
-    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
+    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops], shard=shard,
+                              qps=qps)) as provider:
         result = make_plan(config.desired(), provider, force=force, interrupted=interrupted, auth=auth_problems(ctx))
         result = waive_plan(result, config.waivers, config.today or clock.today())
         if out is not None:  # a saved plan says when, by which version and for which platform it was made
@@ -262,6 +266,7 @@ def _apply_run(ctx: click.Context, run: ApplyRun, desired: Desired, *, force: bo
 @shop_option
 @select_option
 @shard_option
+@qps_option
 @click.option("--auto-approve", is_flag=True, help="Apply a fresh plan without asking (CI).")
 @click.option("--force", is_flag=True, help="Override the safety threshold and protect: true.")
 @click.option("--actor", help="Who applies, for the history (default: CI user variables, else the OS user).")
@@ -271,7 +276,8 @@ def _apply_run(ctx: click.Context, run: ApplyRun, desired: Desired, *, force: bo
               help="Refuse a saved plan made longer ago than this (30m, 24h, 7d).")
 @click.pass_context
 def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], select: Selection | None, shard: Shard | None,
-          auto_approve: bool, force: bool, actor: str | None, lock_timeout: float | None, max_age: timedelta | None) -> None:
+          qps: float | None, auto_approve: bool, force: bool, actor: str | None, lock_timeout: float | None,
+          max_age: timedelta | None) -> None:
     """Apply a fresh plan (asks to confirm) or exactly a saved PLANFILE.
 
     A saved plan is applied only to the platform it was made for (its target). Exit 0
@@ -290,7 +296,7 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sel
     options = _run_options(settings, config_dir, actor, lock_timeout)
     store = open_store_for(settings, config_dir)
     shop_ids = [s.id for s in config.shops] if saved is None else list(saved.shops)
-    with closing(provider_for(ctx, settings, config_dir, shops=shop_ids)) as provider:
+    with closing(provider_for(ctx, settings, config_dir, shops=shop_ids, shard=shard, qps=qps)) as provider:
         interrupted = _interrupted(store, [s.id for s in config.shops] if saved is None else list(saved.shops),
                                    say=saved is not None)
         if saved is None:

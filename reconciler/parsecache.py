@@ -1,0 +1,252 @@
+"""The parse cache: shop files that have not changed since the last run skip YAML and validation.
+
+Reading 10,000 shops costs YAML composition, validation and resolution; a team's CI plans
+the same files again and again. Each shop file's *result* (its resolved shops, the ids and
+profile users the checks across files need, its warnings) is kept under the config dir in
+``.reconciler/cache/shops-v1.txt``, keyed by the file's path and the SHA-256 of its bytes.
+Everything else a file's result depends on is in the cache's *context*: the tool's version,
+the cache format, the config dir as spelt (paths in messages), and the bytes of
+``erps.yaml`` and ``profiles.yaml``; a different context discards the whole cache.
+
+It never changes a result:
+- only files that produced no error are kept (a file with an error is read every time, so
+  every message is the uncached one); what spans files (duplicate ids, profile users) is
+  checked again from the cached entries, and ``config`` falls back to reading everything
+  when the cached entries disagree with the rest;
+- the file is outside input (a CI cache restored from elsewhere, a hand edit, a crash while
+  writing): it is read only when regular and at most ``MAX_CACHE`` bytes, parsed strictly
+  (every value's type checked, any surprise discards the whole cache, which is rebuilt);
+- only the read-only commands use it (``plan``, ``drift``, ``validate``): ``apply`` reads
+  the files themselves, so what is written to the platform never comes from the cache, and a
+  saved plan is verified against the files (a poisoned cache can at worst mislead a report).
+
+``RECONCILER_NO_CACHE=1`` turns it off. Writing it is best effort: a read-only config dir
+just goes without.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import Issue
+from .files import FileError, MiB, read_regular, write_atomic
+from .model import DesiredBinding, DesiredShop, Scenario, Source
+
+FORMAT = 1
+CACHE_DIR = ".reconciler/cache"
+CACHE_FILE = f"shops-v{FORMAT}.txt"
+MAX_CACHE = 512 * MiB
+ENV_OFF = "RECONCILER_NO_CACHE"
+
+_SCENARIOS = {s.value: s for s in Scenario}
+
+
+def enabled(env: Mapping[str, str]) -> bool:
+    return env.get(ENV_OFF, "").strip().lower() in ("", "0", "false", "no", "off")
+
+
+def digest(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What one shop file contributes to the configuration: its resolved shops, each shop's id
+    and where it is written (``seen``), the users of profiles it adds (profile, "id at file:line")
+    and its warnings. Only results with no error are cached."""
+
+    shops: list[DesiredShop]
+    seen: list[tuple[str, str]]
+    users: list[tuple[str, str]]
+    warnings: list[Issue]
+
+
+class Corrupt(Exception):
+    """The cache file is not what this version writes: it is ignored and rebuilt."""
+
+
+class ShopCache:
+    """The cache of one config dir for one context; ``get`` → hit or None, ``put``, ``save``.
+
+    The file is a header line (format, tool version, context) and a line per shop file:
+    ``"rel/path.yaml"<TAB>sha256<TAB>[result]`` (the path JSON-quoted, so it holds no tab or
+    newline). Only the entries asked for are decoded; an unchanged one is written back as read."""
+
+    def __init__(self, path: Path, context: str, lines: dict[str, tuple[str, str]]) -> None:
+        self.path = path
+        self.context = context
+        self._old = lines                          # rel → (digest, the line as read)
+        self._new: dict[str, str] = {}             # what this run keeps: only files that exist now
+        self._changed = False
+
+    @classmethod
+    def open(cls, root: Path, context_parts: list[bytes | None], shown: str) -> ShopCache:
+        h = hashlib.sha256(f"{FORMAT}\0{__version__}\0{shown}\0".encode())
+        for part in context_parts:
+            h.update(b"-" if part is None else b"+" + digest(part).encode())
+        context = h.hexdigest()
+        path = root / CACHE_DIR / CACHE_FILE
+        lines: dict[str, tuple[str, str]] = {}
+        try:
+            head, *rest = read_regular(path, what="parse cache", limit=MAX_CACHE).decode("utf-8").split("\n")
+            if json.loads(head) == _header(context):
+                for line in rest:
+                    if line:
+                        rel, sha, _ = line.split("\t", 2)
+                        name = json.loads(rel)
+                        if type(name) is not str:
+                            raise ValueError(name)
+                        lines[name] = (sha, line)
+        except (FileError, ValueError, RecursionError):
+            lines = {}  # missing, unreadable or corrupt: rebuilt by this run
+        return cls(path, context, lines)
+
+    def get(self, rel: str, sha: str) -> FileResult | None:
+        """The cached result of the file at ``rel`` whose bytes hash to ``sha``; raises Corrupt."""
+        old = self._old.get(rel)
+        if old is None or old[0] != sha:
+            return None
+        try:
+            data = json.loads(old[1].split("\t", 2)[2])
+        except (ValueError, RecursionError) as e:
+            raise Corrupt from e
+        result = decode(data)
+        self._new[rel] = old[1]
+        return result
+
+    def put(self, rel: str, sha: str, result: FileResult) -> None:
+        self._new[rel] = "\t".join((json.dumps(rel), sha, json.dumps(encode(result), ensure_ascii=False,
+                                                                        separators=(",", ":"))))
+        self._changed = True
+
+    def save(self) -> None:
+        """Write what this run saw, when it differs from what was read (best effort)."""
+        if not self._changed and self._new.keys() == self._old.keys():
+            return
+        text = "\n".join([json.dumps(_header(self.context)), *self._new.values()]) + "\n"
+        with contextlib.suppress(FileError):  # a read-only config dir: the next run reads the files again
+            write_atomic(self.path, text)
+
+    def emptied(self) -> ShopCache:
+        """The same cache with nothing read (after a corrupt entry: rebuilt by this run)."""
+        return ShopCache(self.path, self.context, {})
+
+
+def _header(context: str) -> dict[str, Any]:
+    return {"format": FORMAT, "tool": __version__, "context": context}
+
+
+def context_bytes(path: Path) -> bytes | None:
+    """A file the cached results depend on (erps.yaml, profiles.yaml): its bytes, or None."""
+    try:
+        return read_regular(path, what="file", limit=64 * MiB)
+    except FileError:
+        return None if not os.path.lexists(path) else b"\0unreadable"
+
+
+# --------------------------------------------------------------------------- the format
+# A result is [files, shops, seen, users, warnings]; strings naming files are indexes into
+# ``files`` (every binding of a file names the same one or two files). A source is
+# [file, line, profile, profile_at]; a binding [scenario, appkey, erp, source, bss,
+# bss_source, erp_detail_button]; a shop [id, name, erp, protect, source, bindings,
+# labels, profile, protect_source]; an issue [file, line, column, path, message, severity].
+
+
+def encode(r: FileResult) -> list[Any]:
+    files: dict[str, int] = {}
+
+    def src(s: Source | None) -> list[Any] | None:
+        if s is None:
+            return None
+        return [files.setdefault(s.file, len(files)), s.line, s.profile, s.profile_at]
+
+    shops = [[s.id, s.name, s.erp, s.protect, src(s.source),
+              [[b.scenario.value, b.appkey, b.erp, src(b.source), b.buyer_self_service, src(b.buyer_self_service_source),
+                b.erp_detail_button] for b in s.bindings.values()],
+              dict(s.labels), s.profile, src(s.protect_source)] for s in r.shops]
+    warnings = [[i.file, i.line, i.column, i.path, i.message, i.severity] for i in r.warnings]
+    return [list(files), shops, [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
+
+
+def _str(v: Any) -> str:
+    if type(v) is not str:
+        raise Corrupt
+    return v
+
+
+def _int(v: Any) -> int:
+    if type(v) is not int or not 0 <= v < 1 << 31:
+        raise Corrupt
+    return v
+
+
+def _list(v: Any, n: int | None = None) -> list[Any]:
+    if type(v) is not list or (n is not None and len(v) != n):
+        raise Corrupt
+    return v
+
+
+def _pairs(v: Any) -> list[tuple[str, str]]:
+    return [(_str(a), _str(b)) for a, b in (_list(x, 2) for x in _list(v))]
+
+
+def decode(data: Any) -> FileResult:
+    """An encoded result, every value's type checked; raises ``Corrupt``. (The hot loop of a
+    warm plan: 40,000 sources and 30,000 bindings for 10,000 shops, hence the inlined checks.)"""
+    try:
+        names, shops, seen, users, warnings = _list(data, 5)
+        files = [_str(f) for f in _list(names)]
+        nfiles = len(files)
+
+        def src(v: Any) -> Source | None:
+            if v is None:
+                return None
+            if type(v) is not list or len(v) != 4:
+                raise Corrupt
+            f, line, profile, profile_at = v
+            if (type(f) is not int or not 0 <= f < nfiles or type(line) is not int or not 0 <= line < 1 << 31
+                    or (profile is not None and type(profile) is not str)
+                    or (profile_at is not None and type(profile_at) is not str)):
+                raise Corrupt
+            return Source(file=files[f], line=line, profile=profile, profile_at=profile_at)
+
+        out: list[DesiredShop] = []
+        for item in _list(shops):
+            sid, name, erp, protect, source, bindings, labels, profile, protect_source = _list(item, 9)
+            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict or source is None
+                    or (name is not None and type(name) is not str) or (erp is not None and type(erp) is not str)
+                    or (profile is not None and type(profile) is not str)):
+                raise Corrupt
+            bound: dict[Scenario, DesiredBinding] = {}
+            for b in _list(bindings):
+                sc, appkey, berp, bsrc, bss, bss_src, edb = _list(b, 7)
+                scenario = _SCENARIOS.get(sc) if type(sc) is str else None
+                if (scenario is None or scenario in bound or bsrc is None
+                        or (appkey is not None and type(appkey) is not str) or (berp is not None and type(berp) is not str)
+                        or (bss is not None and type(bss) is not bool) or (edb is not None and type(edb) is not bool)):
+                    raise Corrupt
+                bound[scenario] = DesiredBinding(
+                    scenario=scenario, appkey=appkey, erp=berp, source=src(bsrc),  # type: ignore[arg-type]
+                    buyer_self_service=bss, buyer_self_service_source=src(bss_src), erp_detail_button=edb)
+            if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
+                raise Corrupt
+            out.append(DesiredShop(
+                id=sid, name=name, erp=erp, protect=protect, source=src(source),  # type: ignore[arg-type]
+                bindings=bound, labels=labels, profile=profile, protect_source=src(protect_source)))
+        issues = []
+        for w in _list(warnings):
+            file, line, column, path, message, severity = _list(w, 6)
+            if _str(severity) == "error":
+                raise Corrupt  # results with errors are never cached
+            issues.append(Issue(_str(file), _int(line), _int(column), _str(path), _str(message), severity))
+        return FileResult(out, _pairs(seen), _pairs(users), issues)
+    except (ValueError, TypeError) as e:   # unpacking a list of the wrong length
+        raise Corrupt from e
