@@ -2,27 +2,29 @@
 
 Each shop authorizes the agency app; the app holds an **access token** (the ``session`` of
 every call) that expires, and for subscription apps a **refresh token** that renews it once.
-This module owns what happens to them between the platform and the store:
+What happens to them between the platform and the store is split in three; callers take it
+all from this module, which re-exports the public names of the other two:
 
-- **Sealing.** Tokens are encrypted with Fernet (``cryptography``: AES-128-CBC plus
-  HMAC-SHA256, authenticated) under the key in ``RECONCILER_STATE_KEY`` before they reach
-  the store; the store keeps only the sealed blob, the times and a one-way key id. The blob
-  names its shop, so a blob copied to another shop's row is refused. A wrong key is an error
-  naming the variable, never garbage. Several keys, comma-separated, during a rotation: the
-  first seals, any opens.
-- **Judging.** ``valid``, ``expiring`` (ends within the window), ``expired``, ``missing``.
-- **Renewing** (``Renewer``). A shop is renewed under its renewal claim (the shop's renewal
-  lock in the store): claim, re-read, and only if the token still needs it spend the refresh
-  token; the new pair replaces the old in one transaction, only if nobody wrote the row
-  meanwhile. A process that finds the claim held by a live process waits, then re-reads —
-  the other one has renewed it — so two processes (shards, a laptop) never spend one
-  refresh token twice. A crash at any point leaves the old token or the new one stored; the
-  one window no client can close — the platform renewed, the process died before storing —
-  leaves the old access token (it keeps working until its own end) and a spent refresh
-  token, which the next renewal reports as needing re-authorization.
-- **Authorizing a run** (``authorize``): the sessions of ``plan``/``drift``/``apply``, an
-  expired but refreshable token renewed once on the way, and the problems
-  (``auth-expired``: error, that shop withheld; ``auth-expiring``: warning) for the plan.
+- ``authkeys``: **sealing** under the key in ``RECONCILER_STATE_KEY`` (Fernet; during a
+  rotation several keys: the first seals, any opens), and the errors.
+- ``authtokens``: stored tokens as values at a given instant: **judging** (``valid``,
+  ``expiring``, ``expired``, ``missing``), ``auth status``, storing, ``auth import``'s file.
+- this module: what acts at the commands' clock (``clock``: tests replace it), renewing and
+  authorizing a run.
+
+**Renewing** (``Renewer``). A shop is renewed under its renewal claim (the shop's renewal
+lock in the store): claim, re-read, and only if the token still needs it spend the refresh
+token; the new pair replaces the old in one transaction, only if nobody wrote the row
+meanwhile. A process that finds the claim held by a live process waits, then re-reads —
+the other one has renewed it — so two processes (shards, a laptop) never spend one
+refresh token twice. A crash at any point leaves the old token or the new one stored; the
+one window no client can close — the platform renewed, the process died before storing —
+leaves the old access token (it keeps working until its own end) and a spent refresh
+token, which the next renewal reports as needing re-authorization.
+
+**Authorizing a run** (``authorize``): the sessions of ``plan``/``drift``/``apply``, an
+expired but refreshable token renewed once on the way, and the problems
+(``auth-expired``: error, that shop withheld; ``auth-expiring``: warning) for the plan.
 
 No token, refresh token, code or key is ever printed, logged or put in an error: messages
 name shops, times and key ids only.
@@ -30,37 +32,51 @@ name shops, times and key ids only.
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import json
 import os
-import re
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import FatalProviderError, ProviderError, ReconcilerError
+from .authkeys import ENV_KEY, AuthError, KeyProblem, Keyring, Secret, keygen
+from .authtokens import (
+    DEFAULT_WINDOW,
+    REAUTHORIZE,
+    AuthState,
+    NewToken,
+    ShopAuth,
+    can_refresh,
+    from_grant,
+    judge,
+    parse_import,
+    parse_time,
+    parse_window,
+    sealed_columns,
+    status,
+    store_token,
+    store_tokens,
+)
+from .errors import FatalProviderError, ProviderError
 from .history import format_time
-from .model import SHOP_ID_RE
 from .vocab import ProblemKind, Severity
 
 if TYPE_CHECKING:
-    from cryptography.fernet import MultiFernet
-
-    from .providers.tokens import TokenClient, TokenGrant
+    from .providers.tokens import TokenClient
     from .state import Store
     from .state.tokens import Claim, Renewed, TokenRow
 
-ENV_KEY = "RECONCILER_STATE_KEY"
-DEFAULT_WINDOW = timedelta(days=7)
-REAUTHORIZE = "the merchant must re-authorize the app (服务市场 → 我的服务 → 授权)"
+__all__ = [
+    "DEFAULT_WINDOW", "ENV_KEY", "REAUTHORIZE", "AuthError", "AuthState", "Authorization", "Clock", "KeyProblem", "Keyring",
+    "NewToken", "Outcome", "Renewal", "Renewer", "Secret", "ShopAuth", "authorize", "can_refresh", "clock", "from_grant",
+    "judge", "keygen", "mark_dead", "now", "parse_import", "parse_window", "status", "store_token", "store_tokens", "utc_now",
+]
+
 Clock = Callable[[], datetime]
 
 
@@ -76,292 +92,6 @@ clock: Clock = utc_now
 def now() -> datetime:
     t = clock()
     return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
-
-
-class AuthError(ReconcilerError):
-    """A shop authorization cannot be read, stored or renewed as asked (one line, no secret)."""
-
-
-class KeyProblem(AuthError):
-    """``RECONCILER_STATE_KEY`` is missing, malformed, or not the key the tokens were sealed with."""
-
-
-class AuthState(StrEnum):
-    valid = "valid"
-    expiring = "expiring"
-    expired = "expired"
-    missing = "missing"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-# --------------------------------------------------------------------------- the key
-
-
-def keygen() -> str:
-    """A new key: 32 random bytes in URL-safe base64 (a Fernet key)."""
-    from cryptography.fernet import Fernet
-
-    return Fernet.generate_key().decode()
-
-
-def _key_id(raw: bytes) -> str:
-    """A one-way fingerprint of a key, to say which key sealed a token (never the key)."""
-    return "k" + hashlib.sha256(b"reconciler state key id\0" + raw).hexdigest()[:10]
-
-
-@dataclass(frozen=True)
-class Secret:
-    """A shop's tokens in clear: only in memory, never shown (``repr`` included)."""
-
-    shop: str
-    access_token: str = field(repr=False)
-    refresh_token: str | None = field(repr=False)
-
-
-class Keyring:
-    """The key(s) of ``RECONCILER_STATE_KEY``: the first seals, any of them opens."""
-
-    def __init__(self, keys: Sequence[bytes]) -> None:
-        from cryptography.fernet import Fernet, MultiFernet
-
-        self._fernet: MultiFernet = MultiFernet([Fernet(base64.urlsafe_b64encode(k)) for k in keys])
-        self.ids = [_key_id(k) for k in keys]
-
-    @property
-    def key_id(self) -> str:
-        return self.ids[0]
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> Keyring:
-        env = os.environ if environ is None else environ
-        value = env.get(ENV_KEY, "").strip()
-        if not value:
-            raise KeyProblem(f"{ENV_KEY} is not set: the shops' tokens in the state store are sealed with it."
-                             f" Set it to the agency's key (a CI secret), or make a new one with: reconciler auth keygen")
-        keys: list[bytes] = []
-        for n, part in enumerate(value.split(","), start=1):
-            part = part.strip()
-            try:
-                raw = base64.urlsafe_b64decode(part.encode("ascii")) if part else b""
-            except (ValueError, UnicodeEncodeError):
-                raw = b""
-            if len(raw) != 32 or not re.fullmatch(r"[A-Za-z0-9_-]{43}=", part):
-                which = f"key {n} of {ENV_KEY}" if "," in value else ENV_KEY
-                raise KeyProblem(f"{which} is not a key: expected 32 random bytes in URL-safe base64 (44 characters"
-                                 f" ending in '='), as reconciler auth keygen prints one")
-            keys.append(raw)
-        return cls(keys)
-
-    def seal(self, secret: Secret) -> str:
-        payload = json.dumps({"shop": secret.shop, "access_token": secret.access_token,
-                              "refresh_token": secret.refresh_token}, separators=(",", ":")).encode()
-        return self._fernet.encrypt(payload).decode("ascii")
-
-    def open(self, row: TokenRow) -> Secret:
-        from cryptography.fernet import InvalidToken
-
-        try:
-            data = json.loads(self._fernet.decrypt(row.sealed.encode("ascii")))
-        except (InvalidToken, UnicodeEncodeError, ValueError):
-            if row.key_id not in self.ids:
-                raise KeyProblem(f"the token of shop {row.shop} was sealed with another key (key id {row.key_id});"
-                                 f" {ENV_KEY} holds {', '.join(self.ids)}: set the key it was stored with (during a"
-                                 f" rotation: the new key, a comma, the old one)") from None
-            raise KeyProblem(f"the token of shop {row.shop} cannot be opened with {ENV_KEY} (key id {row.key_id}):"
-                             " the stored value is damaged; import or add the shop's token again") from None
-        if not isinstance(data, dict) or data.get("shop") != row.shop or not isinstance(data.get("access_token"), str):
-            raise KeyProblem(f"the sealed token stored for shop {row.shop} belongs to another shop or is damaged;"
-                             " import or add the shop's token again")
-        refresh = data.get("refresh_token")
-        return Secret(shop=row.shop, access_token=data["access_token"], refresh_token=refresh if isinstance(refresh, str) else None)
-
-
-# --------------------------------------------------------------------------- judging
-
-
-def _at(stored: str | None) -> datetime | None:
-    return datetime.fromisoformat(stored) if stored else None
-
-
-def can_refresh(row: TokenRow, at: datetime) -> bool:
-    """A refresh token is stored and has not ended at ``at``."""
-    ends = _at(row.refresh_expires_at)
-    return row.refreshable and (ends is None or ends > at)
-
-
-def judge(row: TokenRow | None, at: datetime, within: timedelta) -> AuthState:
-    if row is None:
-        return AuthState.missing
-    ends = _at(row.expires_at)
-    if ends is None:
-        return AuthState.valid
-    if ends <= at:
-        return AuthState.expired
-    return AuthState.expiring if ends <= at + within else AuthState.valid
-
-
-@dataclass(frozen=True)
-class ShopAuth:
-    """One shop's authorization as ``auth status`` shows it (no secret)."""
-
-    shop: str
-    state: AuthState
-    expires_at: str | None
-    refresh_expires_at: str | None
-    refreshable: bool
-    note: str | None = None
-
-    def to_data(self) -> dict[str, Any]:
-        """The contract's entry: ``{"shop", "state", "expires_at", "refresh_expires_at", "refreshable"}`` (+ ``note``)."""
-        return {"shop": self.shop, "state": self.state.value, "expires_at": self.expires_at,
-                "refresh_expires_at": self.refresh_expires_at, "refreshable": self.refreshable, "note": self.note}
-
-    def advice(self) -> str:
-        """What a person does about it ("" when nothing)."""
-        if self.state is AuthState.missing:
-            return (f"no token stored: the merchant must authorize the app (服务市场 → 我的服务 → 授权), then:"
-                    f" reconciler auth add --shop {self.shop} --code CODE (or auth import)")
-        if self.state is AuthState.valid:
-            return ""
-        if self.refreshable:
-            return f"renew it: reconciler auth refresh --shop {self.shop}"
-        why = f" ({self.note})" if self.note else ""
-        return f"it cannot be renewed{why}: {REAUTHORIZE}, then: reconciler auth add --shop {self.shop} --code CODE"
-
-
-def status(store: Store, shops: Sequence[str], *, at: datetime, within: timedelta,
-           keyring: Keyring | None = None) -> list[ShopAuth]:
-    """Every shop of ``shops`` (and every other stored one), sorted. With ``keyring``, each
-    stored token is also opened: a token the key cannot open is an error (``KeyProblem``)."""
-    rows = store.token_rows(None)
-    if keyring is not None:
-        for stored in rows.values():
-            keyring.open(stored)
-    out = []
-    for shop in sorted(set(shops) | set(rows)):
-        row = rows.get(shop)
-        out.append(ShopAuth(shop=shop, state=judge(row, at, within), expires_at=row.expires_at if row else None,
-                            refresh_expires_at=row.refresh_expires_at if row else None,
-                            refreshable=bool(row and can_refresh(row, at)), note=row.note if row else None))
-    return out
-
-
-# --------------------------------------------------------------------------- storing
-
-
-@dataclass(frozen=True)
-class NewToken:
-    """A token to store: the secret and its ends (None: never)."""
-
-    secret: Secret
-    expires_at: datetime | None
-    refresh_expires_at: datetime | None
-
-
-def from_grant(shop: str, grant: TokenGrant, at: datetime) -> NewToken:
-    """A platform grant as a token to store; its ends counted from ``at`` (when it was asked for)."""
-    return NewToken(secret=Secret(shop=shop, access_token=grant.access_token, refresh_token=grant.refresh_token),
-                    expires_at=at + timedelta(seconds=grant.expires_in) if grant.expires_in is not None else None,
-                    refresh_expires_at=(at + timedelta(seconds=grant.re_expires_in)
-                                        if grant.refresh_token and grant.re_expires_in is not None else None))
-
-
-def _columns(token: NewToken, keyring: Keyring) -> dict[str, Any]:
-    return {"sealed": keyring.seal(token.secret), "key_id": keyring.key_id,
-            "expires_at": format_time(token.expires_at) if token.expires_at else None,
-            "refresh_expires_at": format_time(token.refresh_expires_at) if token.refresh_expires_at else None,
-            "refreshable": token.secret.refresh_token is not None}
-
-
-def store_token(store: Store, keyring: Keyring, token: NewToken, *, source: str) -> None:
-    store.put_token(token.secret.shop, source=source, **_columns(token, keyring))
-
-
-def store_tokens(store: Store, keyring: Keyring, tokens: Sequence[NewToken], *, source: str) -> None:
-    """All of them in one transaction (``auth import``)."""
-    store.put_tokens([{"shop": t.secret.shop, **_columns(t, keyring)} for t in tokens], source=source)
-
-
-_IMPORT_KEYS = {"access_token", "refresh_token", "expires_at", "expires_in", "refresh_expires_at", "re_expires_in"}
-
-
-def _when(value: Any, at: datetime, *, seconds: bool) -> datetime | None:
-    if value is None:
-        return None
-    if seconds:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError("must be a whole number of seconds")
-        return at + timedelta(seconds=value)
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
-        except ValueError:
-            raise ValueError("must be an ISO 8601 time, like 2026-05-01T03:04:05+08:00") from None
-    if not isinstance(value, datetime):
-        raise ValueError("must be an ISO 8601 time, like 2026-05-01T03:04:05+08:00")
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
-
-
-def parse_import(data: object, *, at: datetime, where: str, typed_keys: set[str] | None = None) -> list[NewToken]:
-    """``auth import``'s file: shop id → a token string (never expires), or a mapping with
-    ``access_token`` and optionally ``refresh_token``, ``expires_at``/``expires_in``,
-    ``refresh_expires_at``/``re_expires_in`` (``*_in``: seconds from now). Every problem in
-    one error; no key or value is ever quoted (a file written the wrong way round holds tokens
-    where shop ids belong)."""
-    if not isinstance(data, dict):
-        raise AuthError(f"{where}: expected a mapping of shop id to token (a string, or a mapping with access_token)")
-    problems: list[str] = []
-    out: list[NewToken] = []
-    for n, (shop, value) in enumerate(data.items(), start=1):
-        if not isinstance(shop, str) or shop in (typed_keys or set()) or not SHOP_ID_RE.fullmatch(shop):
-            problems.append(f"entry {n}: the key is not a shop id (a quoted string of digits; the file maps shop id → token)")
-            continue
-        if isinstance(value, str):
-            if not value.strip():
-                problems.append(f"shop {shop}: the token is empty")
-                continue
-            out.append(NewToken(Secret(shop, value.strip(), None), None, None))
-            continue
-        if not isinstance(value, dict):
-            problems.append(f"shop {shop}: expected a token string or a mapping with access_token")
-            continue
-        unknown = sorted(str(k) for k in value if k not in _IMPORT_KEYS)
-        if unknown:
-            problems.append(f"shop {shop}: unknown key(s) {', '.join(unknown)}; expected {', '.join(sorted(_IMPORT_KEYS))}")
-            continue
-        access, refresh = value.get("access_token"), value.get("refresh_token")
-        if not isinstance(access, str) or not access.strip():
-            problems.append(f"shop {shop}: access_token must be a non-empty string")
-            continue
-        if refresh is not None and (not isinstance(refresh, str) or not refresh.strip()):
-            problems.append(f"shop {shop}: refresh_token must be a non-empty string")
-            continue
-        ends: dict[str, datetime | None] = {}
-        bad = False
-        for name, (absolute, relative) in {"expires": ("expires_at", "expires_in"),
-                                           "refresh": ("refresh_expires_at", "re_expires_in")}.items():
-            if value.get(absolute) is not None and value.get(relative) is not None:
-                problems.append(f"shop {shop}: give {absolute} or {relative}, not both")
-                bad = True
-                continue
-            try:
-                ends[name] = (_when(value.get(absolute), at, seconds=False) if value.get(absolute) is not None
-                              else _when(value.get(relative), at, seconds=True))
-            except ValueError as e:
-                problems.append(f"shop {shop}: {absolute if value.get(absolute) is not None else relative} {e}")
-                bad = True
-        if bad:
-            continue
-        if refresh is None and ends["refresh"] is not None:
-            problems.append(f"shop {shop}: a refresh token's end without a refresh_token")
-            continue
-        out.append(NewToken(Secret(shop, access.strip(), refresh.strip() if refresh else None), ends["expires"],
-                            ends["refresh"]))
-    if problems:
-        raise AuthError(f"{where}: " + "; ".join(problems))
-    return out
 
 
 # --------------------------------------------------------------------------- renewing
@@ -450,7 +180,7 @@ class Renewer:
         return out
 
     def _needs(self, row: TokenRow, within: timedelta) -> bool:
-        ends = _at(row.expires_at)
+        ends = parse_time(row.expires_at)
         return ends is not None and ends <= self._clock() + within
 
     def renew_one(self, shop: str, *, within: timedelta, claimed: Claim | None = None) -> Renewal:
@@ -503,7 +233,7 @@ class Renewer:
         from .state.tokens import Renewed
 
         token = from_grant(shop, grant, at)
-        cols = _columns(token, self.keyring)
+        cols = sealed_columns(token, self.keyring)
         written = self._commit.put(Renewed(shop=shop, sealed=cols["sealed"], key_id=cols["key_id"],
                                            expires_at=cols["expires_at"], refresh_expires_at=cols["refresh_expires_at"],
                                            refreshable=cols["refreshable"], expect_generation=row.generation))
@@ -528,7 +258,7 @@ class Renewer:
             note = f"the platform refused the refresh token at {format_time(at)}{cause}"
             self.store.release_renewal(shop, holder, note=note, spent=True)
             still = (f"; the current token works until {row.expires_at}"
-                     if row.expires_at and (_at(row.expires_at) or at) > at else "")
+                     if row.expires_at and (parse_time(row.expires_at) or at) > at else "")
             return Renewal(shop, Outcome.dead, f"{note}: {e}{still}; {REAUTHORIZE}", expires_at=row.expires_at)
         note = f"renewal failed at {format_time(at)}: {e}"
         self.store.release_renewal(shop, holder, note=note[:500])
@@ -677,7 +407,7 @@ def authorize(store: Store, keyring: Keyring, shops: Sequence[str] | None, *, cl
             continue
         sessions[shop] = keyring.open(row).access_token
         if state is AuthState.expiring:
-            left = _at(row.expires_at)
+            left = parse_time(row.expires_at)
             days = f" (in {max(0, (left - t).days)} day(s))" if left else ""
             fix = ("it will be renewed by reconciler auth refresh" if can_refresh(row, t)
                    else f"it cannot be renewed: {REAUTHORIZE} before then")
@@ -688,12 +418,3 @@ def authorize(store: Store, keyring: Keyring, shops: Sequence[str] | None, *, cl
             sessions[shop] = keyring.open(row).access_token
     return Authorization(sessions=sessions, problems=problems,
                          renewed=tuple(s for s, r in sorted(renewals.items()) if r.outcome is Outcome.renewed))
-
-
-def parse_window(text: str) -> timedelta:
-    """``7d``, ``36h``, ``90m``, ``30s``, ``2w`` or ``0``: a window of time."""
-    m = re.fullmatch(r"\s*([0-9]{1,6})\s*([smhdw]?)\s*", text)
-    if not m or (not m.group(2) and m.group(1) != "0"):
-        raise ValueError(f"expected a length of time such as 7d, 36h or 0, got {text[:20]!r}")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks", "": "seconds"}[m.group(2)]
-    return timedelta(**{unit: int(m.group(1))})
