@@ -24,14 +24,15 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-import httpx
 
 from .drift import DriftReport, Finding
 from .errors import mask
 from .vocab import Category
+
+if TYPE_CHECKING:  # httpx loads only when a message is sent: drift without --notify never imports it
+    import httpx
 
 FORMAT_VERSION = 1
 NOTIFY_FORMATS = ("json", "dingtalk", "wecom", "feishu", "slack")
@@ -165,6 +166,8 @@ def send(url: str, body: Mapping[str, Any], *, timeout_s: float = TIMEOUT_S,
     """POST ``body`` as JSON to ``url``; None when delivered, else why not (for a warning). Never raises."""
     if urlsplit(url).scheme not in ("http", "https"):
         return f"{where(url)}: not an http(s) URL"
+    import httpx
+
     try:
         with httpx.Client(timeout=httpx.Timeout(timeout_s), follow_redirects=False, transport=transport) as client:
             r = client.post(url, json=body, headers={"User-Agent": "reconciler"})

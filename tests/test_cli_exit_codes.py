@@ -369,3 +369,17 @@ def test_help_lists_every_command_and_loads_none() -> None:
     assert r.stdout.strip().splitlines()[-1] == "['reconciler.cli.context']"
     for name in COMMANDS:
         assert f"  {name} " in r.stdout
+
+
+def test_shell_completion_of_a_command_name_loads_no_command_module() -> None:
+    """Completing ``reconciler pl`` answers from the command table, as --help does (start-up time)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from reconciler.cli import main\n"
+            "try:\n    main(prog_name='reconciler')\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('reconciler.cli.') or m in ('pydantic', 'yaml')))")
+    env = {**os.environ, "_RECONCILER_COMPLETE": "bash_complete", "COMP_WORDS": "reconciler pl", "COMP_CWORD": "1"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["plain,plan", "['reconciler.cli.context']"]

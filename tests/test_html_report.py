@@ -237,3 +237,22 @@ def test_the_configuration_directory_is_said_once() -> None:
     assert f"Configuration files are named relative to {where}/" in text
     assert "config says erp jushuitan, a.yaml:3" in text and "config says erp jushuitan, b/c.yaml:9" in text
     assert text.count("/srv/agency") == 1
+
+
+def test_a_text_plan_does_not_import_jinja2(tmp_path: Path) -> None:
+    """Jinja2 is for the HTML page only: a plan printed as text never imports it (start-up time)."""
+    import subprocess
+    import sys
+
+    a = Agency(tmp_path / "configs")
+    a.shops('shops:\n  - {id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}\n')
+    a.world({"100001": {"bindings": {"intercept_shipment": "21345678"}}})
+    code = ("import runpy, sys\n"
+            f"sys.argv = ['reconciler', '-C', {str(a.dir)!r}, 'plan']\n"
+            "try:\n    runpy.run_module('reconciler', run_name='__main__', alter_sys=True)\n"
+            "except SystemExit as e:\n    print('exit', e.code)\n"
+            "print(sorted(m for m in ('jinja2', 'markupsafe', 'deepdiff', 'httpx') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "No changes" in r.stdout, r.stdout
+    assert r.stdout.strip().splitlines()[-2:] == ["exit 0", "[]"], r.stdout

@@ -10,16 +10,17 @@ is then loaded), but ``--help`` lists only what the table names."""
 from __future__ import annotations
 
 import importlib
-import logging
-import sqlite3
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .. import __version__
 from ..errors import ReconcilerError, mask
 from .context import DEFAULT_CONFIG_DIR, State
+
+if TYPE_CHECKING:
+    from click.shell_completion import CompletionItem
 
 
 class _UsageError(click.UsageError):
@@ -75,6 +76,20 @@ class _Group(click.Group):
                     self._load(module)
         return self.commands.get(cmd_name)
 
+    def shell_complete(self, ctx: click.Context, incomplete: str) -> list[CompletionItem]:
+        """Command names from the table (click's own would import every module that matches), then options."""
+        from click.shell_completion import CompletionItem
+
+        items: list[CompletionItem] = []
+        for name in self.list_commands(ctx):
+            if not name.startswith(incomplete):
+                continue
+            if name in COMMANDS and name not in self.commands:
+                items.append(CompletionItem(name, help=COMMANDS[name][1]))
+            elif (cmd := self.get_command(ctx, name)) is not None and not cmd.hidden:
+                items.append(CompletionItem(name, help=cmd.get_short_help_str()))
+        return items + click.Command.shell_complete(self, ctx, incomplete)
+
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, COMMANDS[name][1] if name in COMMANDS else self.commands[name].get_short_help_str())
                 for name in self.list_commands(ctx)]
@@ -100,12 +115,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"Error: {e}", err=True)
             ctx.exit(1)
-        except sqlite3.Error as e:  # a database of ours broke while in use (opening it is checked)
-            if ctx.obj is not None and getattr(ctx.obj, "debug", False):
-                raise
-            click.echo(f"Error: database error: {e}", err=True)
-            ctx.exit(1)
-        except Exception as e:  # the state store's database broke while in use (SQLAlchemy, psycopg)
+        except Exception as e:
+            if _is_sqlite_error(e):  # a database of ours broke while in use (opening it is checked)
+                if ctx.obj is not None and getattr(ctx.obj, "debug", False):
+                    raise
+                click.echo(f"Error: database error: {e}", err=True)
+                ctx.exit(1)
+            # the state store's database broke while in use (SQLAlchemy, psycopg)
             if not type(e).__module__.startswith(("sqlalchemy", "psycopg")) or getattr(ctx.obj, "debug", False):
                 raise
             click.echo(f"Error: the state store failed: {mask(str(e).splitlines()[0] if str(e) else type(e).__name__)}",
@@ -114,6 +130,12 @@ class _Group(click.Group):
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+
+
+def _is_sqlite_error(e: BaseException) -> bool:
+    """Whether ``e`` is a ``sqlite3.Error``, without importing sqlite3 to ask (no module loaded, none raised)."""
+    sqlite3 = sys.modules.get("sqlite3")
+    return sqlite3 is not None and isinstance(e, sqlite3.Error)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -130,4 +152,6 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, 
     ctx.obj = State(config_dir=config_dir, debug=debug, colour=colour, parallelism=parallelism)
     ctx.color = colour  # click.echo keeps or strips ANSI codes by this (None: only on a terminal)
     if debug:
+        import logging
+
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")

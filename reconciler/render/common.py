@@ -9,9 +9,15 @@ from __future__ import annotations
 
 import html as _html
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from ..model import DesiredShop
+
+Labels = Mapping[str, Mapping[str, str]]   # shop id → {label key: value}
 
 
 def style(text: str, colour: str | None, enabled: bool, bold: bool = False) -> str:
@@ -80,3 +86,14 @@ def cut_note(parts: Iterable[str], limit: int) -> str:
 
 def plural(n: int, word: str) -> str:
     return f"{n} {word}" + ("" if n == 1 else "s")
+
+
+def labels_of(shops: Iterable[DesiredShop]) -> dict[str, dict[str, str]]:
+    """The shops' labels (``labels: {client: acme}``), for the per-label charts and the filter;
+    empty while the configuration gives shops no labels."""
+    out: dict[str, dict[str, str]] = {}
+    for s in shops:
+        labels = getattr(s, "labels", None)
+        if isinstance(labels, Mapping) and labels:
+            out[s.id] = {str(k): str(v) for k, v in labels.items()}
+    return out

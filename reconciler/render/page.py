@@ -26,19 +26,17 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from typing import Any
-
-from jinja2 import Environment, PackageLoader, StrictUndefined
-from markupsafe import Markup
+from typing import TYPE_CHECKING, Any
 
 from ..drift import DriftReport, Finding
-from ..model import DesiredShop
 from ..plan import Change, Plan, Problem
 from ..saved import target_label
 from ..vocab import Action, Category, Severity, show
-from .common import CONTROL, plural
+from .common import CONTROL, Labels, plural
 
-Labels = Mapping[str, Mapping[str, str]]   # shop id → {label key: value}
+if TYPE_CHECKING:  # Jinja2 loads only when a page is rendered: a text plan never pays its import
+    from jinja2 import Environment
+    from markupsafe import Markup
 
 MAX_BARS = 12        # a chart shows the largest groups; the rest is one "other" bar
 NO_ERP = "(no ERP: a setting)"
@@ -46,17 +44,6 @@ ACTION_ORDER = tuple(Action)
 CATEGORY_ORDER = (Category.drift, Category.broken, Category.unmanaged, Category.error)
 _SAID = {Category.drift: "drifted", Category.broken: "cannot work", Category.unmanaged: "unmanaged",
          Category.unknown_shop: "unknown shops", Category.error: "errors"}
-
-
-def labels_of(shops: Iterable[DesiredShop]) -> dict[str, dict[str, str]]:
-    """The shops' labels (``labels: {client: acme}``), for the per-label charts and the filter;
-    empty while the configuration gives shops no labels."""
-    out: dict[str, dict[str, str]] = {}
-    for s in shops:
-        labels = getattr(s, "labels", None)
-        if isinstance(labels, Mapping) and labels:
-            out[s.id] = {str(k): str(v) for k, v in labels.items()}
-    return out
 
 
 def _t(text: object) -> str:
@@ -364,6 +351,8 @@ def _relative(view: _View, base: str) -> _View:
 
 @cache
 def _env() -> Environment:
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
     return Environment(loader=PackageLoader("reconciler.render", "templates"), autoescape=True,
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
 
@@ -371,6 +360,8 @@ def _env() -> Environment:
 @cache
 def _assets() -> tuple[Markup, Markup, str]:
     """The page's inline CSS and script, and the script's CSP hash (the only script allowed to run)."""
+    from markupsafe import Markup
+
     env = _env()
     assert env.loader is not None
     css = env.loader.get_source(env, "report.css")[0]
