@@ -2,6 +2,9 @@
 
 ``TokenBucket`` is the arithmetic (``rate`` tokens a second, at most ``burst`` saved up).
 
+``Share`` is one process's part of an app's limit when several run at once (``--shard K/N``:
+each of the N gets ``1/N`` of ``provider.qps`` unless told otherwise).
+
 ``AppLimit`` is what the sandbox gateway enforces per app key, like the real platform: a
 request over the limit is refused with code 7 and bans the app for whole seconds ("This
 ban will last for N more seconds"); every request during the ban is refused too.
@@ -18,6 +21,11 @@ request that would have to wait longer raises ``Banned`` instead.
 ``CircuitBreaker`` is the client's other guard: after a number of consecutive transport
 failures (no answer at all, from any thread) it opens for good, so a run stops with one
 message instead of waiting out timeouts shop after shop.
+
+Bursts: the gateway admits at most its burst (the sandbox's: one second's worth) at once.
+A client's bucket holds at most ``max(1, qps / 10)`` and starts with a tenth of a second's
+worth (``qps / 10``, however small), so N shards started together send at most a tenth of
+a second of the app's limit before pacing sets in — whatever N — instead of N full buckets.
 """
 
 from __future__ import annotations
@@ -26,6 +34,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 Clock = Callable[[], float]
 
@@ -33,12 +42,12 @@ Clock = Callable[[], float]
 class TokenBucket:
     """Not thread-safe by itself; the limiters below hold a lock around it."""
 
-    def __init__(self, rate: float, burst: float, now: float) -> None:
+    def __init__(self, rate: float, burst: float, now: float, *, tokens: float | None = None) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("a token bucket needs rate > 0 and burst >= 1")
         self.rate = rate
         self.burst = burst
-        self.tokens = burst
+        self.tokens = burst if tokens is None else min(burst, max(0.0, tokens))  # full unless told
         self._at = now
 
     def refill(self, now: float) -> None:
@@ -95,7 +104,8 @@ class ClientLimiter:
         self._clock = clock
         self._cond = threading.Condition(threading.Lock())
         now = clock()
-        self._bucket = TokenBucket(qps, burst if burst is not None else max(1.0, qps / 10), now)
+        # a tenth of a second's worth to start with (see the module doc: N shards started at once)
+        self._bucket = TokenBucket(qps, burst if burst is not None else max(1.0, qps / 10), now, tokens=qps / 10)
         self._ban_until = 0.0
         self._adjusted = now
         self._priority: dict[int, float] = {}  # thread id → when its claim lapses
@@ -163,6 +173,34 @@ class ClientLimiter:
             b.refill(now)
             b.rate = min(self.max_rate, b.rate + self.max_rate * (now - self._adjusted) / self._recovery_s)
             self._adjusted = now
+
+
+@dataclass(frozen=True)
+class Share:
+    """One of ``of`` processes that use one app's limit of ``app_qps`` requests a second at
+    once: its rate is ``explicit`` when the user gave one, else an even share."""
+
+    app_qps: float
+    of: int = 1
+    explicit: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.app_qps <= 0 or self.of < 1 or (self.explicit is not None and self.explicit <= 0):
+            raise ValueError("a share needs app_qps > 0, of >= 1 and an explicit rate > 0")
+
+    @property
+    def qps(self) -> float:
+        return self.explicit if self.explicit is not None else self.app_qps / self.of
+
+    @property
+    def together(self) -> float:
+        """What the ``of`` processes send together at most, at this rate each."""
+        return self.qps * self.of
+
+    @property
+    def over(self) -> bool:
+        """Whether they together exceed the app's limit (an explicit rate can; the default never does)."""
+        return self.together > self.app_qps * (1 + 1e-9)  # 200 / 3 * 3 is not over 200
 
 
 class Banned(Exception):

@@ -37,6 +37,7 @@ from .common import (
     load,
     progress_printer,
     provider_for,
+    qps_option,
     settings_only,
     shard_option,
     shop_option,
@@ -52,6 +53,7 @@ IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
 @shop_option
 @select_option
 @shard_option
+@qps_option
 @click.option("--format", "fmt", type=click.Choice(DRIFT_FORMATS), default="text", show_default=True)
 @click.option("--junit-xml", "junit_xml", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write the report as JUnit XML to this file (for CI test dashboards).")
@@ -67,7 +69,7 @@ IGNORABLE = [c.value for c in CATEGORIES if c != Category.error]
               help="Notify only when the audit found something (or could not finish), or after every audit.")
 @click.option("--report-url", metavar="URL", help="A link to the full report, for the notification.")
 @click.pass_context
-def drift(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, fmt: str,
+def drift(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, shard: Shard | None, qps: float | None, fmt: str,
           junit_xml: Path | None, html_out: Path | None, ignore: tuple[str, ...], notify_url: str | None,
           notify_format: str, notify_on: str, report_url: str | None) -> None:
     """Audit the platform against the configuration, read-only.
@@ -82,7 +84,8 @@ def drift(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, 
     chosen = choose(ctx, shops, select, shard)
     whole, config = chosen.whole, chosen.config
     wanted = config.desired(configured=None if chosen.narrowed else [s.id for s in whole.shops])
-    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops])) as provider:
+    with closing(provider_for(ctx, config.settings, config.dir, shops=[s.id for s in config.shops], shard=shard,
+                              qps=qps)) as provider:
         store = store_for(config.settings, config.dir, create=False)  # after the provider: one that fails leaks no store
         try:
             report = audit(wanted, provider, history=store, shard=shard, progress=progress_printer("drift"),
