@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
 
-from . import clock
+from . import clock, fastpath
 from .errors import ConfigError, Issue
 from .located import load_file, valid_or_none, validate_file
 from .model import (
@@ -51,7 +51,7 @@ from .model import (
 from .parsecache import Corrupt, FileResult, ShopCache, context_bytes, digest
 from .resolve import At, Catalog, Profile, check_appkey, check_profile, raw_id, resolve_shop
 from .resolve import Sink as _Sink
-from .yamlio import Document, PathT, parse, path_str, paused_gc, read
+from .yamlio import Document, PathT, compose, document, path_str, paused_gc, read
 
 SETTINGS_FILE = "reconciler.yaml"
 ERPS_FILE = "erps.yaml"
@@ -444,10 +444,18 @@ def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: _P
                     seen: dict[str, str], issues: list[Issue]) -> FileResult | None:
     """One shop file's resolved shops and what the checks across files need (its warnings are
     added by the caller); None when it cannot be read as YAML at all."""
-    doc, found = parse(raw, display)
+    composed, found = compose(raw, display)
     issues += found
-    if doc is None:
+    if composed is None:
         return None
+    if erps is not None and not erps.broken:
+        plain = fastpath.shops(composed.node, display, erps.specs)
+        if plain is not None and not any(s.id in seen for s in plain):  # (a duplicate: said by the step-by-step path)
+            for s in plain:
+                seen[s.id] = f"{display}:{s.source.line}"
+            return FileResult(plain, [(s.id, seen[s.id]) for s in plain], [], [])
+    doc, found = document(composed, display)
+    issues += found
     by_name = profiles.by_name if profiles is not None else None
     unreadable = profiles is not None and profiles.doc is None   # said in profiles.yaml; no shop blamed for it
     mute = profiles.doc if profiles is not None else None

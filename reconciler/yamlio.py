@@ -351,6 +351,24 @@ def load(path: Path, file: str, *, limit: int = MAX_FILE) -> tuple[Document | No
 
 def parse(raw: bytes, file: str) -> tuple[Document | None, list[Issue]]:
     """``load`` of bytes already read (``file`` names them in issues)."""
+    composed, issues = compose(raw, file)
+    if composed is None:
+        return None, issues
+    return document(composed, file)
+
+
+class Composed:
+    """A file composed into YAML nodes (``node`` None: the file is empty)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: yaml.Node | None) -> None:
+        self.node = node
+
+
+def compose(raw: bytes, file: str) -> tuple[Composed | None, list[Issue]]:
+    """The node tree of a file's bytes, or None and why it cannot be read at all (encoding,
+    control characters, anchors and aliases, YAML syntax)."""
     text, issues = _decode(raw, file)
     if text is None:
         return None, issues
@@ -362,15 +380,20 @@ def parse(raw: bytes, file: str) -> tuple[Document | None, list[Issue]]:
             issues = _alias_issues(text, file)
             if issues:
                 return None, issues
-        node = yaml.compose(text, Loader=Loader)
+        return Composed(yaml.compose(text, Loader=Loader)), []
     except yaml.MarkedYAMLError as e:
         return None, [*issues, _syntax_issue(e, text, file)]
     except yaml.YAMLError as e:
         return None, [*issues, Issue(file, 1, 1, "", f"YAML error: {str(e).splitlines()[0][:120]}")]
-    if node is None:
+
+
+def document(composed: Composed, file: str) -> tuple[Document, list[Issue]]:
+    """A composed file built into plain values with their marks, and the issues of the values
+    that could not be built (duplicate keys, non-string keys, tags)."""
+    if composed.node is None:
         return Document(file, None, Marks()), []
     builder = _Builder(file)
-    data = builder.build(node, ())
+    data = builder.build(composed.node, ())
     return Document(file, data, builder.marks), builder.issues
 
 

@@ -1,0 +1,152 @@
+"""Plain shop files in one pass: YAML nodes → resolved shops, without building, validating
+and resolving them step by step.
+
+Most shop files of a large agency say only what the benchmark's do: shops with an ``id``, a
+``name``, an ``erp`` from the catalog, ``labels``, ``protect`` and scenarios that take the
+shop's ERP or name their own, with ``buyer_self_service`` / ``erp_detail_button``. For such
+a file ``shops`` reads the composed node tree once and builds the resolved shops directly —
+the step-by-step path (``yamlio`` build with marks → strict pydantic validation → ``resolve``)
+costs twice the YAML parse itself.
+
+It is an optimisation only, never a second set of rules: it accepts a file only when every
+value is of the plain kind it knows and every check passes, and then builds exactly what the
+step-by-step path would (the same ``Source`` lines: the value nodes' marks). Anything else —
+a profile, an ``appkey``, ``state``, a null, a tag, a duplicate key, an unknown ERP, a value
+the strict models would refuse, anything that would be a warning — returns None and the file
+takes the step-by-step path, which says what is wrong. ``tests/test_fastpath.py`` compares
+the two over random files.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from .model import (
+    LABEL_KEY_RE,
+    LABEL_VALUE_MAX,
+    SHOP_ID_RE,
+    VIRTUAL_APPKEY,
+    DesiredBinding,
+    DesiredShop,
+    ErpSpec,
+    Scenario,
+    Source,
+)
+
+_T = "tag:yaml.org,2002:"
+_STR, _BOOL, _NULL, _MAP, _SEQ = _T + "str", _T + "bool", _T + "null", _T + "map", _T + "seq"
+_SHOP_KEYS = frozenset({"id", "name", "erp", "protect", "labels", "scenarios"})
+# the keys a scenario may hold here, by scenario (the spec models' fields but appkey and state)
+_SCENARIO_KEYS = {
+    Scenario.intercept_shipment.value: frozenset({"erp"}),
+    Scenario.modify_address.value: frozenset({"erp", "buyer_self_service"}),
+    Scenario.order_status.value: frozenset({"erp", "erp_detail_button"}),
+}
+_ORDER = {s.value: i for i, s in enumerate(Scenario)}
+_SCENARIO = {s.value: s for s in Scenario}
+_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}
+
+
+class _NotPlain(Exception):
+    """The file needs the step-by-step path."""
+
+
+def _pairs(node: Any, allowed: frozenset[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """A mapping node's values by key: only plain string keys, no duplicates, only ``allowed``."""
+    if type(node) is not yaml.MappingNode or node.tag != _MAP:
+        raise _NotPlain
+    out: dict[str, Any] = {}
+    for k, v in node.value:
+        if type(k) is not yaml.ScalarNode or k.tag != _STR:
+            raise _NotPlain
+        key = k.value
+        if key in out or (allowed is not None and key not in allowed):
+            raise _NotPlain
+        out[key] = v
+    return out
+
+
+def _str(node: Any) -> str:
+    if type(node) is not yaml.ScalarNode or node.tag != _STR:
+        raise _NotPlain
+    value: str = node.value
+    return value
+
+
+def _bool(node: Any) -> bool:
+    if type(node) is not yaml.ScalarNode or node.tag != _BOOL:
+        raise _NotPlain
+    return _BOOLS[node.value.lower()]
+
+
+def _line(node: Any) -> int:
+    return int(node.start_mark.line) + 1
+
+
+def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] | None:
+    """The resolved shops of a plain shop file (its composed root node), or None."""
+    try:
+        return _shops(node, file, erps)
+    except (_NotPlain, KeyError, AttributeError):
+        return None
+
+
+def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
+    root = _pairs(node, frozenset({"shops"}))
+    items = root.get("shops")
+    if type(items) is not yaml.SequenceNode or items.tag != _SEQ:
+        raise _NotPlain
+    out: list[DesiredShop] = []
+    ids: set[str] = set()
+    for item in items.value:
+        f = _pairs(item, _SHOP_KEYS)
+        sid = _str(f["id"])
+        if not SHOP_ID_RE.fullmatch(sid) or sid in ids:
+            raise _NotPlain
+        ids.add(sid)
+        name = _str(f["name"]) if "name" in f else None
+        erp_node = f.get("erp")
+        erp = _str(erp_node) if erp_node is not None else None
+        labels: dict[str, str] = {}
+        if "labels" in f:
+            for k, v in _pairs(f["labels"], None).items():
+                value = _str(v)
+                if not LABEL_KEY_RE.fullmatch(k) or not (0 < len(value) <= LABEL_VALUE_MAX and value.isprintable()):
+                    raise _NotPlain
+                labels[k] = value
+        if erp is not None and erp not in erps:
+            raise _NotPlain  # an unknown ERP: an error, said by the step-by-step path
+        bindings: dict[Scenario, DesiredBinding] = {}
+        if "scenarios" in f:
+            declared = _pairs(f["scenarios"], _SCENARIO_KEYS)
+            for key in sorted(declared, key=_ORDER.__getitem__):
+                bindings[_SCENARIO[key]] = _binding(_SCENARIO[key], declared[key], erp, erp_node, file, erps)
+        out.append(DesiredShop(
+            id=sid, name=name, erp=erp, protect=_bool(f["protect"]) if "protect" in f else False,
+            source=Source(file=file, line=_line(item)), bindings=bindings, labels=labels))
+    return out
+
+
+def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_node: Any, file: str,
+             erps: dict[str, ErpSpec]) -> DesiredBinding:
+    if type(node) is yaml.ScalarNode and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
+        f: dict[str, Any] = {}   # ``intercept_shipment:`` means ``intercept_shipment: {}``
+    else:
+        f = _pairs(node, _SCENARIO_KEYS[sc.value])
+    if "erp" in f:
+        name, at = _str(f["erp"]), f["erp"]
+    elif shop_erp is not None:
+        name, at = shop_erp, shop_erp_node
+    else:
+        raise _NotPlain  # no ERP to bind: an error
+    spec = erps.get(name)
+    if spec is None or (spec.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address):
+        raise _NotPlain
+    bss = _bool(f["buyer_self_service"]) if "buyer_self_service" in f else None
+    return DesiredBinding(
+        scenario=sc, appkey=spec.appkey, erp=name, source=Source(file=file, line=_line(at)),
+        buyer_self_service=bss,
+        buyer_self_service_source=Source(file=file, line=_line(f["buyer_self_service"])) if bss is not None else None,
+        erp_detail_button=_bool(f["erp_detail_button"]) if "erp_detail_button" in f else None)
