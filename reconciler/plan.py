@@ -221,6 +221,14 @@ def _preflight(shop: str, want: DesiredBinding, check: AppCheck | ProviderError 
     return out
 
 
+def _clean(check: AppCheck | ProviderError, want: DesiredBinding) -> bool:
+    """Whether the preflight has nothing to say about ``want`` (most bindings of a large
+    plan: the message texts are then never built)."""
+    return (type(check) is AppCheck and check.exists and check.integrated
+            and (want.scenario is not Scenario.order_status
+                 or (check.syncs_order_status and (check.detail_whitelisted or not want.erp_detail_button))))
+
+
 def diff_shop(
     desired: DesiredShop,
     state: ShopState,
@@ -244,8 +252,9 @@ def diff_shop(
                 reason=_reason(action, want, current, names, desired.source), source=str(want.source),
                 revision=bound.revision if bound is not None and bound.revision else None,
             ))
-        problems += _preflight(sid, want, checks.get((want.appkey, sc)) if want.appkey else None,
-                               changing=action is not None, names=names)
+        check = checks.get((want.appkey, sc)) if want.appkey else None
+        if check is not None and not _clean(check, want):
+            problems += _preflight(sid, want, check, changing=action is not None, names=names)
         if want.buyer_self_service is not None and want.buyer_self_service != state.buyer_self_service:
             where = want.buyer_self_service_source or want.source
             changes.append(Change(
