@@ -27,8 +27,8 @@ import secrets
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Generator, Iterable, Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -63,6 +63,27 @@ class PlatformError(Exception):
         self.code = code if code is not None else SUB_CODES.get(sub_code, 15)
         self.msg = msg
         self.ban_seconds = ban_seconds
+
+
+# A shop as ``SandboxPlatform.read`` gives it: (shop_id, name, buyer_self_service, detail_whitelisted,
+# bindings), each binding (scenario, appkey, revision) as the file holds it (unchecked: the reader
+# checks their types), sorted by scenario; detail_whitelisted is that of the order_status binding's app.
+ShopRow = tuple[str, object, bool, bool, tuple[tuple[object, object, object], ...]]
+
+_FEW = 500  # up to this many shops are read by their ids, more by reading every shop
+_ORDER_STATUS = Scenario.order_status.value
+_READ_SHOPS = ("SELECT shop_id, name, buyer_self_service, cs_permission FROM shops"
+               " WHERE typeof(shop_id) = 'text'{only} ORDER BY shop_id")
+_READ_BINDINGS = ("SELECT shop_id, scenario, appkey, revision FROM bindings"
+                  " WHERE appkey IS NOT NULL AND typeof(shop_id) = 'text'{only} ORDER BY shop_id, scenario")
+
+
+def _body(row: ShopRow) -> dict[str, Any]:
+    """A shop's ``erp.binding.get`` response body."""
+    sid, name, bss, wl, bindings = row
+    return {"shop_id": sid, "shop_name": name,
+            "bindings": [{"scenario": sc, "appkey": key, "revision": rev} for sc, key, rev in bindings],
+            "buyer_self_service": bss, "detail_whitelisted": wl}
 
 
 class SandboxPlatform:
@@ -205,57 +226,86 @@ class SandboxPlatform:
         return body
 
     def get_many(self, shops: Iterable[str], *, strict: bool = False) -> dict[str, Any]:
-        """``erp.binding.get`` for many shops in one query; a value is the response body or a
-        PlatformError (raised instead when ``strict``)."""
+        """``erp.binding.get`` for many shops in one read; a value is the response body or a
+        PlatformError (raised instead when ``strict``), in the order asked."""
         ids = list(shops)
-        with self._tx() as db:
-            wanted = set(ids)
-            few = len(ids) <= 500
-            q_shops = "SELECT shop_id, buyer_self_service, cs_permission, name FROM shops"
-            q_bind = "SELECT b.shop_id, b.scenario, b.appkey, b.revision, a.detail_whitelisted FROM bindings b" \
-                     " LEFT JOIN apps a ON a.appkey = b.appkey WHERE b.appkey IS NOT NULL"
-            if few:
-                marks = ",".join("?" * len(ids))
-                shop_rows = db.execute(f"{q_shops} WHERE shop_id IN ({marks})", ids).fetchall()
-                bind_rows = db.execute(f"{q_bind} AND b.shop_id IN ({marks})", ids).fetchall()
-            else:
-                shop_rows = db.execute(q_shops).fetchall()
-                bind_rows = db.execute(q_bind).fetchall()
-            has_faults = db.execute("SELECT 1 FROM faults WHERE operation = 'get' AND (times IS NULL OR times > 0)").fetchone()
-            info = {r[0]: (bool(r[1]), bool(r[2]), r[3]) for r in shop_rows if r[0] in wanted}
-            bound: dict[str, list[dict[str, Any]]] = {}
-            whitelisted: dict[str, bool] = {}
-            for sid, sc, key, rev, wl in bind_rows:
-                if sid in wanted:
-                    bound.setdefault(sid, []).append({"scenario": sc, "appkey": key, "revision": rev})
-                    if sc == Scenario.order_status.value:
-                        whitelisted[sid] = bool(wl)
-            out: dict[str, Any] = {}
-            for sid in ids:
-                try:
-                    if has_faults:
-                        self._fault(db, "get", sid, None)
-                    if sid not in info:
-                        raise PlatformError("isv.shop-not-found", f"shop {sid} does not exist")
-                    bss, perm, name = info[sid]
-                    if not perm:
-                        raise PlatformError("isv.permission-denied",
-                                            "the account lacks the customer-service-platform permission")
-                    out[sid] = {
-                        "shop_id": sid,
-                        "shop_name": name,
-                        "bindings": sorted(bound.get(sid, []), key=lambda b: b["scenario"]),
-                        "buyer_self_service": bss,
-                        "detail_whitelisted": whitelisted.get(sid, False),
-                    }
-                except PlatformError as e:
-                    out[sid] = e
-        # raised after the commit: a fault's consumed count must not be rolled back with the error
-        if strict:
-            for v in out.values():
-                if isinstance(v, PlatformError):
-                    raise v
+        with closing(self.read(ids)) as rows:
+            got = dict(rows)
+        out: dict[str, Any] = {}
+        for sid in ids:
+            value = got[sid]
+            if isinstance(value, PlatformError) and strict:
+                raise value
+            out[sid] = value if isinstance(value, PlatformError) else _body(value)
         return out
+
+    def read(self, shops: Iterable[str]) -> Generator[tuple[str, ShopRow | PlatformError], None, None]:
+        """``erp.binding.get`` for many shops as plain tuples, one shop at a time (no response
+        bodies, none held for all shops): each shop asked for once, in no set order, with its
+        ``ShopRow`` or its refusal (an injected fault, not found, no permission).
+
+        Faults are counted first, in a transaction of their own (``times`` counts down in the
+        order the shops are asked); the rows then come from one read transaction. The iterator
+        holds the platform's lock until it ends: consume it whole or ``close()`` it, in the same
+        thread (``with contextlib.closing(platform.read(ids)) as rows: ...``)."""
+        ids = list(shops)
+        wanted = set(ids)
+        refused = self._get_faults(ids)
+        yield from refused.items()
+        few = len(wanted) <= _FEW
+        only = f" AND shop_id IN ({','.join('?' * len(wanted))})" if few else ""
+        params = list(wanted) if few else []
+        found: set[str] = set(refused)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN")  # one snapshot (WAL: writers go on meanwhile)
+            try:
+                whitelisted = {k: bool(w) for k, w in db.execute("SELECT appkey, detail_whitelisted FROM apps")}
+                # Both ordered by shop_id (as SQLite orders text: by code point, as Python does) and merged.
+                bindings = db.execute(_READ_BINDINGS.format(only=only), params)
+                b = next(bindings, None)
+                for sid, name, bss, perm in db.execute(_READ_SHOPS.format(only=only), params):
+                    if sid not in wanted or sid in found:
+                        continue  # (its bindings are passed over below, with those of no shop)
+                    found.add(sid)
+                    while b is not None and b[0] < sid:
+                        b = next(bindings, None)
+                    rows: list[tuple[object, object, object]] = []
+                    wl = False
+                    while b is not None and b[0] == sid:
+                        _, sc, key, rev = b
+                        rows.append((sc, key, rev))
+                        if sc == _ORDER_STATUS:
+                            wl = whitelisted.get(key, False)
+                        b = next(bindings, None)
+                    if perm:
+                        yield sid, (sid, name, bool(bss), wl, tuple(rows))
+                    else:
+                        yield sid, PlatformError("isv.permission-denied",
+                                                 "the account lacks the customer-service-platform permission")
+            finally:
+                db.execute("COMMIT")
+        for sid in ids:
+            if sid not in found:
+                found.add(sid)
+                yield sid, PlatformError("isv.shop-not-found", f"shop {sid} does not exist")
+
+    def _get_faults(self, ids: list[str]) -> dict[str, PlatformError]:
+        """The shops of ``ids`` an injected ``get`` fault refuses, each fault consumed (and
+        committed) in the order asked; no write at all when none is armed."""
+        with self._lock:
+            armed = {r[0] for r in self._db.execute("SELECT shop_id FROM faults WHERE operation = 'get'"
+                                                    " AND scenario IS NULL AND (times IS NULL OR times > 0)")}
+        if not armed:
+            return {}
+        hit: dict[str, PlatformError] = {}
+        with self._tx() as db:
+            for sid in ids if None in armed else [s for s in ids if s in armed]:
+                try:
+                    self._fault(db, "get", sid, None)
+                except PlatformError as e:
+                    hit[sid] = e
+        return hit
 
     def bind(self, shop: str, scenario: str, appkey: str, expected: str | None) -> dict[str, Any]:
         """``erp.binding.bind``: bind or replace, if the current appkey is ``expected``."""

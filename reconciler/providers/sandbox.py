@@ -1,31 +1,75 @@
 """The embedded provider: the sandbox platform in-process, no network.
 
-Reads all shops in one query (the sandbox is local), so planning thousands of shops costs
-milliseconds; writes go through the same compare-and-set methods the HTTP server serves.
+Reads all shops in one pass (the sandbox is local): ``SandboxPlatform.read`` gives each shop
+as plain tuples, made here into ``ShopState`` and ``Binding`` directly, one shop at a time —
+no response bodies and no wire validation, which the ``top`` provider needs for a gateway's
+answers and which cost more than the read itself. The database is still outside input: a
+value of the wrong type, or a scenario not in ``Scenario``, is that shop's error. Writes go
+through the same compare-and-set methods the HTTP server serves.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from ..errors import ProviderError
-from ..model import AppCheck, Binding, Scenario, ShopState
-from ..platform import PlatformError, SandboxPlatform
+from ..model import AppCheck, Binding, Scenario, ShopState, appkey_problem
+from ..platform import PlatformError, SandboxPlatform, ShopRow
+from ..vocab import excerpt
 from . import wire
-from .base import Provider, RetryPolicy, platform_error, state_from_body
+from .base import Provider, RetryPolicy, platform_error
 
 
 def _wrap(e: PlatformError) -> ProviderError:
     return platform_error(e.code, e.sub_code, e.msg, ban_seconds=e.ban_seconds)
 
 
-def _state(shop: str, body: dict[str, object]) -> ShopState | ProviderError:
-    """One shop of a batch read: its state, or (a malformed body) that shop's error."""
-    try:
-        return state_from_body(shop, body)
-    except ProviderError as e:
-        return e
+_SCENARIOS = {s.value: s for s in Scenario}
+_SHARED = 4096  # distinct bindings a batch read shares (most shops of an ERP hold the same one)
+_NAME_MAX = 1000  # as the wire's answers (``wire.Text``)
+
+
+def _state(row: ShopRow, shared: dict[tuple[object, object, object], Binding]) -> ShopState | ProviderError:
+    """One shop of a batch read: its state, or (a value the wire would refuse too: of the wrong
+    type, an unknown scenario, an appkey not of digits, a negative revision) that shop's error.
+    ``shared``: the read's bindings so far by their row, so equal ones are one frozen object,
+    checked and built once (a row equal to a checked one is valid once its revision is seen to
+    be an int: 1.0 == 1)."""
+    sid, name, bss, wl, rows = row
+    bindings: dict[Scenario, Binding] = {}
+    for raw in rows:
+        binding = shared.get(raw)
+        if binding is None or type(raw[2]) is not int:
+            sc, key, rev = raw
+            scenario = _SCENARIOS.get(sc) if type(sc) is str else None
+            if (scenario is None or type(key) is not str or appkey_problem(key, None) is not None
+                    or type(rev) is not int or rev < 0):
+                return _malformed(sid, _binding_problem(scenario, sc, key, rev))
+            binding = Binding(scenario=scenario, appkey=key, revision=rev)
+            if len(shared) < _SHARED:
+                shared[raw] = binding
+        if binding.scenario in bindings:
+            return _malformed(sid, f"two bindings for {binding.scenario.value}")
+        bindings[binding.scenario] = binding
+    if name is not None and (type(name) is not str or len(name) > _NAME_MAX):
+        return _malformed(sid, f"the shop's name is {f'{len(name):,} characters long' if isinstance(name, str) else 'not text'}")
+    return ShopState(shop_id=sid, name=name or None, bindings=bindings, buyer_self_service=bss, detail_whitelisted=wl)
+
+
+def _binding_problem(scenario: Scenario | None, sc: object, key: object, rev: object) -> str:
+    if scenario is None:
+        return f"a binding of an unknown scenario {excerpt(str(sc))}"
+    if type(key) is not str:
+        return f"{scenario.value}: the appkey is {type(key).__name__}, not text"
+    if why := appkey_problem(key, None):
+        return f"{scenario.value}: {why}"
+    return f"{scenario.value}: the revision is {excerpt(str(rev))}, not a whole number ≥ 0"
+
+
+def _malformed(shop: str, problem: str) -> ProviderError:
+    return wire.MalformedAnswer(f"erp.binding.get: shop {shop} in the sandbox database: {problem}")
 
 
 class SandboxProvider(Provider):
@@ -41,14 +85,15 @@ class SandboxProvider(Provider):
         return self.platform.path
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
-        raw = self.platform.get_many(shop_ids)
-        return {sid: _wrap(body) if isinstance(body, PlatformError) else _state(sid, body) for sid, body in raw.items()}
+        shared: dict[tuple[object, object, object], Binding] = {}
+        with closing(self.platform.read(shop_ids)) as rows:
+            return {sid: _wrap(row) if isinstance(row, PlatformError) else _state(row, shared) for sid, row in rows}
 
     def _read_one(self, shop_id: str) -> ShopState:
-        try:
-            return state_from_body(shop_id, self.platform.get(shop_id))
-        except PlatformError as e:
-            raise _wrap(e) from None
+        state = self._read([shop_id])[shop_id]
+        if isinstance(state, ProviderError):
+            raise state
+        return state
 
     def _list_shops(self) -> list[str]:
         return self.platform.list_shops()
