@@ -194,9 +194,10 @@ CORRUPT = {  # shop → what is written behind the platform's back
     "300000": "UPDATE bindings SET revision = 1.5 WHERE shop_id = '300000'",
     "300001": "UPDATE shops SET name = 12 WHERE shop_id = '300001'",   # TEXT affinity stores '12': a fine name
 }
-UNTYPED = {  # only a table without column types keeps an integer appkey (a database made by hand)
+UNTYPED = {  # only a table without column types keeps an integer appkey, without a key a second row (made by hand)
     "300002": "UPDATE bindings SET appkey = 21345678 WHERE shop_id = '300002'",
     "300003": "UPDATE bindings SET revision = '1' WHERE shop_id = '300003'",   # text, not the number
+    "300004": f"INSERT INTO bindings VALUES ('300004', 'intercept_shipment', '{WDT}', 1)",
 }
 
 
@@ -206,7 +207,7 @@ def test_wrong_values_fail_their_shop_only(tmp_path: Path, untyped: bool) -> Non
     if untyped:
         for path in paths:
             with closing(sqlite3.connect(path)) as db:
-                db.execute("CREATE TABLE bindings (shop_id, scenario, appkey, revision, PRIMARY KEY (shop_id, scenario))")
+                db.execute("CREATE TABLE bindings (shop_id, scenario, appkey, revision)")
                 db.execute("CREATE TABLE shops (shop_id TEXT PRIMARY KEY, name, session UNIQUE, buyer_self_service, cs_permission)")
     world = make_world(fillers=10, faults=False)
     a, b = open_sandbox(paths[0], world), open_sandbox(paths[1], world)
@@ -231,6 +232,7 @@ def test_wrong_values_fail_their_shop_only(tmp_path: Path, untyped: bool) -> Non
         assert "not a whole number" in str(batch["100008"])
         if untyped:
             assert "the appkey is int, not text" in str(batch["300002"])
+            assert "two bindings for one scenario" in str(batch["300004"])
         # every other shop is read, and as the wire reads it
         assert {s: v for s, v in batch.items() if s not in failed} == {s: v for s, v in alone.items() if s not in failed}
         if not untyped:

@@ -50,9 +50,9 @@ def _state(row: ShopRow, shared: dict[tuple[object, object, object], Binding]) -
             binding = Binding(scenario=scenario, appkey=key, revision=rev)
             if len(shared) < _SHARED:
                 shared[raw] = binding
-        if binding.scenario in bindings:
-            return _malformed(sid, f"two bindings for {binding.scenario.value}")
         bindings[binding.scenario] = binding
+    if len(bindings) < len(rows):
+        return _malformed(sid, "two bindings for one scenario")
     if name is not None and (type(name) is not str or len(name) > _NAME_MAX):
         return _malformed(sid, f"the shop's name is {f'{len(name):,} characters long' if isinstance(name, str) else 'not text'}")
     return ShopState(shop_id=sid, name=name or None, bindings=bindings, buyer_self_service=bss, detail_whitelisted=wl)
