@@ -194,6 +194,7 @@ def test_three_shards_at_once_stay_under_the_apps_limit_together(served: tuple[P
 def test_an_explicit_rate_for_a_shard_is_used_and_warned_over_the_limit(served: tuple[Path, str, int]) -> None:
     cfg, _, _ = served
     env = {**os.environ, SECRET_ENV: SECRET}
+    env.pop("RECONCILER_QPS", None)
     r = subprocess.run(_cli("-C", str(cfg), "plan", "--shard", "2/3", "--qps", "25", "--detailed-exitcode"),
                        capture_output=True, text=True, env=env, timeout=60)
     assert r.returncode == 2, r.stderr
@@ -203,3 +204,7 @@ def test_an_explicit_rate_for_a_shard_is_used_and_warned_over_the_limit(served: 
                        capture_output=True, text=True, env={**env, "RECONCILER_QPS": "10"}, timeout=60)
     assert r.returncode == 2, r.stderr
     assert "shard 2/3: 10 of the app's 30 requests/s (--qps)" in r.stderr and "Warning" not in r.stderr
+    # drift (and apply) take the same share
+    r = subprocess.run(_cli("-C", str(cfg), "drift", "--shard", "3/3"), capture_output=True, text=True, env=env, timeout=60)
+    assert r.returncode == 2, r.stderr  # CONTRACT: drift found (every shop is unbound)
+    assert "shard 3/3: 10 of the app's 30 requests/s (provider.qps / 3)" in r.stderr
