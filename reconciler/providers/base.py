@@ -204,17 +204,22 @@ class Provider(ABC):
         return sorted(self.call("list shops", self._list_shops))
 
     def check_apps(self, pairs: Iterable[tuple[str, Scenario]]) -> dict[tuple[str, Scenario], AppCheck | ProviderError]:
-        out: dict[tuple[str, Scenario], AppCheck | ProviderError] = {}
-        for appkey, scenario in sorted(set(pairs)):
-            def check(a: str = appkey, s: Scenario = scenario) -> AppCheck:
-                return self._check_app(a, s)
+        """Each (appkey, scenario) asked once, at once where the provider has a pool (over a slow
+        network, one after another they cost a round trip each); a fatal error stops the run."""
+        keys = sorted(set(pairs))
+
+        def one(key: tuple[str, Scenario]) -> AppCheck | ProviderError:
+            appkey, scenario = key
             try:
-                out[(appkey, scenario)] = self.call(f"check {appkey}/{scenario}", check)
-            except FatalProviderError:
-                raise
+                return self.call(f"check {appkey}/{scenario}", lambda: self._check_app(appkey, scenario))
             except ProviderError as e:
-                out[(appkey, scenario)] = e
-        return out
+                return e
+
+        results = self._each(one, keys)
+        fatal = next((r for r in results if isinstance(r, FatalProviderError)), None)
+        if fatal is not None:
+            raise fatal
+        return dict(zip(keys, results, strict=True))
 
     def bind(self, shop: str, scenario: Scenario, appkey: str, *, expected: str | None) -> Binding:
         log.debug("bind %s/%s %s (expected %s)", shop, scenario, appkey, expected)
