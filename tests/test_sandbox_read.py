@@ -11,6 +11,7 @@ shops it concerns, like the wire would, and only those.
 
 from __future__ import annotations
 
+import gc
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -254,5 +255,21 @@ def test_a_read_let_go_early_frees_the_platform(tmp_path: Path) -> None:
         other.start()
         other.join(10)
         assert answered == [{"buyer_self_service": True}]
+    finally:
+        platform.close()
+
+
+def test_a_read_leaves_the_garbage_collector_as_it_was(tmp_path: Path) -> None:
+    platform = open_sandbox(tmp_path / "a.db", make_world(fillers=0, faults=False))
+    try:
+        assert gc.isenabled()
+        provider(platform).read(platform.list_shops())
+        assert gc.isenabled()
+        gc.disable()
+        try:
+            provider(platform).read(platform.list_shops())
+            assert not gc.isenabled()
+        finally:
+            gc.enable()
     finally:
         platform.close()
