@@ -121,24 +121,25 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
         bindings: dict[Scenario, DesiredBinding] = {}
         if "scenarios" in f:
             declared = _pairs(f["scenarios"], _SCENARIO_KEYS)
+            said = Source(file=file, line=_line(erp_node)) if erp_node is not None else None  # shared by its bindings
             for key in sorted(declared, key=_ORDER.__getitem__):
-                bindings[_SCENARIO[key]] = _binding(_SCENARIO[key], declared[key], erp, erp_node, file, erps)
+                bindings[_SCENARIO[key]] = _binding(_SCENARIO[key], declared[key], erp, said, file, erps)
         out.append(DesiredShop(
             id=sid, name=name, erp=erp, protect=_bool(f["protect"]) if "protect" in f else False,
             source=Source(file=file, line=_line(item)), bindings=bindings, labels=labels))
     return out
 
 
-def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_node: Any, file: str,
+def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Source | None, file: str,
              erps: dict[str, ErpSpec]) -> DesiredBinding:
     if type(node) is yaml.ScalarNode and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
         f: dict[str, Any] = {}   # ``intercept_shipment:`` means ``intercept_shipment: {}``
     else:
         f = _pairs(node, _SCENARIO_KEYS[sc.value])
     if "erp" in f:
-        name, at = _str(f["erp"]), f["erp"]
-    elif shop_erp is not None:
-        name, at = shop_erp, shop_erp_node
+        name, source = _str(f["erp"]), Source(file=file, line=_line(f["erp"]))
+    elif shop_erp is not None and shop_erp_source is not None:
+        name, source = shop_erp, shop_erp_source
     else:
         raise _NotPlain  # no ERP to bind: an error
     spec = erps.get(name)
@@ -146,7 +147,7 @@ def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_node: Any, 
         raise _NotPlain
     bss = _bool(f["buyer_self_service"]) if "buyer_self_service" in f else None
     return DesiredBinding(
-        scenario=sc, appkey=spec.appkey, erp=name, source=Source(file=file, line=_line(at)),
+        scenario=sc, appkey=spec.appkey, erp=name, source=source,
         buyer_self_service=bss,
         buyer_self_service_source=Source(file=file, line=_line(f["buyer_self_service"])) if bss is not None else None,
         erp_detail_button=_bool(f["erp_detail_button"]) if "erp_detail_button" in f else None)

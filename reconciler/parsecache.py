@@ -3,7 +3,7 @@
 Reading 10,000 shops costs YAML composition, validation and resolution; a team's CI plans
 the same files again and again. Each shop file's *result* (its resolved shops, the ids and
 profile users the checks across files need, its warnings) is kept under the config dir in
-``.reconciler/cache/shops-v1.txt``, keyed by the file's path and the SHA-256 of its bytes.
+``.reconciler/cache/shops-v2.txt``, keyed by the file's path and the SHA-256 of its bytes.
 Everything else a file's result depends on is in the cache's *context*: the tool's version,
 the cache format, the config dir as spelt (paths in messages), and the bytes of
 ``erps.yaml`` and ``profiles.yaml``; a different context discards the whole cache.
@@ -40,7 +40,7 @@ from .errors import Issue
 from .files import FileError, MiB, read_regular, write_atomic
 from .model import DesiredBinding, DesiredShop, Scenario, Source
 
-FORMAT = 1
+FORMAT = 2
 CACHE_DIR = ".reconciler/cache"
 CACHE_FILE = f"shops-v{FORMAT}.txt"
 MAX_CACHE = 512 * MiB
@@ -153,27 +153,28 @@ def context_bytes(path: Path) -> bytes | None:
 
 
 # --------------------------------------------------------------------------- the format
-# A result is [files, shops, seen, users, warnings]; strings naming files are indexes into
-# ``files`` (every binding of a file names the same one or two files). A source is
-# [file, line, profile, profile_at]; a binding [scenario, appkey, erp, source, bss,
-# bss_source, erp_detail_button]; a shop [id, name, erp, protect, source, bindings,
-# labels, profile, protect_source]; an issue [file, line, column, path, message, severity].
+# A result is [files, sources, shops, seen, users, warnings]. A source is [file, line,
+# profile, profile_at], its file an index into ``files``; shops and bindings name sources by
+# their index in ``sources`` (a shop's bindings mostly share its ERP's line). A binding is
+# [scenario, appkey, erp, source, bss, bss_source, erp_detail_button]; a shop [id, name, erp,
+# protect, source, bindings, labels, profile, protect_source]; an issue [file, line, column,
+# path, message, severity].
 
 
 def encode(r: FileResult) -> list[Any]:
     files: dict[str, int] = {}
+    sources: dict[Source, int] = {}
 
-    def src(s: Source | None) -> list[Any] | None:
-        if s is None:
-            return None
-        return [files.setdefault(s.file, len(files)), s.line, s.profile, s.profile_at]
+    def src(s: Source | None) -> int | None:
+        return None if s is None else sources.setdefault(s, len(sources))
 
     shops = [[s.id, s.name, s.erp, s.protect, src(s.source),
               [[b.scenario.value, b.appkey, b.erp, src(b.source), b.buyer_self_service, src(b.buyer_self_service_source),
                 b.erp_detail_button] for b in s.bindings.values()],
               dict(s.labels), s.profile, src(s.protect_source)] for s in r.shops]
+    table = [[files.setdefault(s.file, len(files)), s.line, s.profile, s.profile_at] for s in sources]
     warnings = [[i.file, i.line, i.column, i.path, i.message, i.severity] for i in r.warnings]
-    return [list(files), shops, [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
+    return [list(files), table, shops, [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
 
 
 def _str(v: Any) -> str:
@@ -200,23 +201,27 @@ def _pairs(v: Any) -> list[tuple[str, str]]:
 
 def decode(data: Any) -> FileResult:
     """An encoded result, every value's type checked; raises ``Corrupt``. (The hot loop of a
-    warm plan: 40,000 sources and 30,000 bindings for 10,000 shops, hence the inlined checks.)"""
+    warm plan: 30,000 bindings for 10,000 shops, hence the inlined checks.)"""
     try:
-        names, shops, seen, users, warnings = _list(data, 5)
+        names, table, shops, seen, users, warnings = _list(data, 6)
         files = [_str(f) for f in _list(names)]
         nfiles = len(files)
-
-        def src(v: Any) -> Source | None:
-            if v is None:
-                return None
-            if type(v) is not list or len(v) != 4:
-                raise Corrupt
-            f, line, profile, profile_at = v
+        sources: list[Source] = []
+        for v in _list(table):
+            f, line, profile, profile_at = _list(v, 4)
             if (type(f) is not int or not 0 <= f < nfiles or type(line) is not int or not 0 <= line < 1 << 31
                     or (profile is not None and type(profile) is not str)
                     or (profile_at is not None and type(profile_at) is not str)):
                 raise Corrupt
-            return Source(file=files[f], line=line, profile=profile, profile_at=profile_at)
+            sources.append(Source(file=files[f], line=line, profile=profile, profile_at=profile_at))
+        nsources = len(sources)
+
+        def src(v: Any) -> Source | None:
+            if v is None:
+                return None
+            if type(v) is not int or not 0 <= v < nsources:
+                raise Corrupt
+            return sources[v]
 
         out: list[DesiredShop] = []
         for item in _list(shops):

@@ -180,7 +180,8 @@ CORRUPTIONS = {
     "a line as text": lambda b: b.replace(b',4,null,null]', b',"4",null,null]', 1),
     "an unknown scenario": lambda b: b.replace(b'["intercept_shipment"', b'["bogus"', 1),
     "an error cached": lambda b: b.replace(b'"warning"]', b'"error"]', 1) if b'"warning"]' in b else b[:-5],
-    "wrong arity": lambda b: b.replace(b',null,null],[["', b',null],[["', 1),
+    "wrong arity": lambda b: b.replace(b',null,null,null]', b',null,null]', 1),
+    "a source out of range": lambda b: b.replace(b',false,0,[["', b',false,4000,[["', 1),
     "deep nesting": lambda b: b.split(b"\n")[0] + b"\n" + b.split(b"\n")[1].split(b"\t")[0] + b"\t"
                               + b.split(b"\n")[1].split(b"\t")[1] + b"\t" + b"[" * 200_000 + b"\n",
     "a null byte line": lambda b: b + b"\x00\t\x00\t\x00\n",
