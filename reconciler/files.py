@@ -52,12 +52,12 @@ def read_regular(path: Path, *, what: str, limit: int = 64 * MiB) -> bytes:
         os.close(fd)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write a whole file or nothing (a temp file renamed over the target)."""
+def write_atomic(path: Path, text: str | bytes) -> None:
+    """Write a whole file or nothing (a temp file renamed over the target); text as UTF-8."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_bytes(text.encode() if isinstance(text, str) else text)
         os.replace(tmp, path)
     except OSError as e:
         raise FileError(f"{path}: cannot write it: {e.strerror or e}") from None

@@ -80,11 +80,11 @@ class ShopCache:
     ``"rel/path.yaml"<TAB>sha256<TAB>[result]`` (the path JSON-quoted, so it holds no tab or
     newline). Only the entries asked for are decoded; an unchanged one is written back as read."""
 
-    def __init__(self, path: Path, context: str, lines: dict[str, tuple[str, str]]) -> None:
+    def __init__(self, path: Path, context: str, lines: dict[str, tuple[bytes, bytes]]) -> None:
         self.path = path
         self.context = context
-        self._old = lines                          # rel → (digest, the line as read)
-        self._new: dict[str, str] = {}             # what this run keeps: only files that exist now
+        self._old = lines                          # rel → (digest, the line as read): bytes, decoded when used
+        self._new: dict[str, bytes] = {}           # what this run keeps: only files that exist now
         self._changed = False
 
     @classmethod
@@ -94,13 +94,13 @@ class ShopCache:
             h.update(b"-" if part is None else b"+" + digest(part).encode())
         context = h.hexdigest()
         path = root / CACHE_DIR / CACHE_FILE
-        lines: dict[str, tuple[str, str]] = {}
+        lines: dict[str, tuple[bytes, bytes]] = {}
         try:
-            head, *rest = read_regular(path, what="parse cache", limit=MAX_CACHE).decode("utf-8").split("\n")
+            head, *rest = read_regular(path, what="parse cache", limit=MAX_CACHE).split(b"\n")
             if json.loads(head) == _header(context):
                 for line in rest:
                     if line:
-                        rel, sha, _ = line.split("\t", 2)
+                        rel, sha, _ = line.split(b"\t", 2)
                         name = json.loads(rel)
                         if type(name) is not str:
                             raise ValueError(name)
@@ -112,10 +112,10 @@ class ShopCache:
     def get(self, rel: str, sha: str) -> FileResult | None:
         """The cached result of the file at ``rel`` whose bytes hash to ``sha``; raises Corrupt."""
         old = self._old.get(rel)
-        if old is None or old[0] != sha:
+        if old is None or old[0] != sha.encode():
             return None
         try:
-            data = json.loads(old[1].split("\t", 2)[2])
+            data = json.loads(old[1].split(b"\t", 2)[2])
         except (ValueError, RecursionError) as e:
             raise Corrupt from e
         result = decode(data)
@@ -124,14 +124,14 @@ class ShopCache:
 
     def put(self, rel: str, sha: str, result: FileResult) -> None:
         self._new[rel] = "\t".join((json.dumps(rel), sha, json.dumps(encode(result), ensure_ascii=False,
-                                                                        separators=(",", ":"))))
+                                                                        separators=(",", ":")))).encode()
         self._changed = True
 
     def save(self) -> None:
         """Write what this run saw, when it differs from what was read (best effort)."""
         if not self._changed and self._new.keys() == self._old.keys():
             return
-        text = "\n".join([json.dumps(_header(self.context)), *self._new.values()]) + "\n"
+        text = b"\n".join([json.dumps(_header(self.context)).encode(), *self._new.values()]) + b"\n"
         with contextlib.suppress(FileError):  # a read-only config dir: the next run reads the files again
             write_atomic(self.path, text)
 
