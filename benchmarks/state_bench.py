@@ -1,7 +1,7 @@
 """What the state store costs: apply and plan before it, and with it on SQLite and on PostgreSQL.
 
     python benchmarks/state_bench.py [--runs 5] [--apply-shops 1000] [--plan-shops 10000]
-        [--before dc2026d] [--after . | DIR | REV] [--no-pg] [--pg-fast] [--keep DIR]
+        [--before dc2026d] [--after . | DIR | REV] [--no-pg] [--pg-fast] [--steps apply,plan] [--keep DIR]
 
 The variants run the same steps, each step a fresh process (start-up included) whose wall
 time, CPU time (user + system) and peak RSS (``wait4`` rusage) are taken; the medians of
@@ -294,6 +294,7 @@ def main() -> None:
                     help="the code with it: . for this working tree (default), a directory holding reconciler/, or a git revision")
     ap.add_argument("--no-pg", action="store_true", help="SQLite only")
     ap.add_argument("--pg-fast", action="store_true", help="PostgreSQL without fsync (the test server's settings)")
+    ap.add_argument("--steps", default="apply,plan", help="which steps to time: apply, plan or both (comma-separated)")
     ap.add_argument("--keep", type=Path, help="work here (generated agencies, checkouts) and keep what is left")
     a = ap.parse_args()
     root = a.keep or Path(tempfile.mkdtemp(prefix="reconciler-state-bench-"))
@@ -314,15 +315,21 @@ def main() -> None:
             for v in variants:
                 print(f"{v.name}: {describe(v.src)}; {python(v, WHERE)}", file=sys.stderr)
             no_store = Variant("no store", after_src, store=True, no_store=True)
-            steps = [(f"apply {a.apply_shops:,} shops from empty ({a.apply_shops * 3:,} binds)", "apply",
-                      bench_apply(variants, a.apply_shops, a.runs, root)),
-                     (f"plan {a.plan_shops:,} shops, no changes", "plan",
-                      bench_plan([*variants, no_store], a.plan_shops, a.runs, root))]
+            wanted = {w.strip() for w in a.steps.split(",") if w.strip()}
+            if not wanted or wanted - set(TARGETS):
+                raise SystemExit(f"--steps: choose from {', '.join(TARGETS)}")
+            steps = []
+            if "apply" in wanted:
+                steps.append((f"apply {a.apply_shops:,} shops from empty ({a.apply_shops * 3:,} binds)", "apply",
+                              bench_apply(variants, a.apply_shops, a.runs, root)))
+            if "plan" in wanted:
+                steps.append((f"plan {a.plan_shops:,} shops, no changes", "plan",
+                              bench_plan([*variants, no_store], a.plan_shops, a.runs, root)))
             load.append(os.getloadavg()[0])
         pg_note = "" if pg is None else ("; PostgreSQL on 127.0.0.1, " + ("no fsync" if a.pg_fast else "fsync on"))
         print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, median of {a.runs} runs{pg_note}; "
               f"load average {load[0]:.1f} at the start, {load[-1]:.1f} at the end\n")
-        names = [*(v.name for v in variants), no_store.name]
+        names = [*(v.name for v in variants), *([no_store.name] if "plan" in wanted else [])]
         print("| step | " + " | ".join(names) + " | target |\n|---|" + "---:|" * len(names) + "---:|")
         for title, kind, res in steps:
             cells = [cell(res.get(n), res["before"]) for n in names]

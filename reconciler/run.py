@@ -123,7 +123,11 @@ class ApplyRun:
         try:
             if self.run_id is not None:
                 if self.code is not None:
-                    self.store.finish_run(self.run_id, exit_code=int(self.code))  # releases the locks too
+                    left_open = self.store.finish_run(self.run_id, exit_code=int(self.code))  # releases the locks too
+                    if left_open:
+                        self.note(f"the state store has no end for {len(left_open)} shop(s) this run was changing"
+                                  f" ({', '.join(left_open[:5])}{' …' if len(left_open) > 5 else ''}): the run is"
+                                  " recorded as interrupted, and the next apply records what landed there")
                 else:  # a crash: the run stays unfinished (interrupted), its locks are freed for the next run
                     self.store.release(self.run_id)
         finally:

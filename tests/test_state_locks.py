@@ -246,7 +246,8 @@ def test_the_journal_names_what_an_interrupted_run_left(two: tuple[Store, Store]
     finished = start(b)
     b.acquire(finished, ["100004"], timeout_s=0, lease_s=60)
     b.intent(finished, "100004", [change])
-    b.finish_run(finished, exit_code=3)
+    b.shop_done(finished, "100004", "failed")
+    assert b.finish_run(finished, exit_code=3) == []
 
     found = b.interrupted_shops()
     assert list(found) == ["100001"]

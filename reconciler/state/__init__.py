@@ -22,7 +22,8 @@ state (plan, validate, render) do not pay for them.
 
 Modules: ``urls`` (resolution, parsing, masking; pure), ``types`` (errors and values; pure),
 ``engine`` (SQLAlchemy engines, SQLite hooks, error texts), ``schema`` (tables, versions,
-upgrade), ``base`` (transactions, clock, liveness), ``runs`` (history), ``locks``,
+upgrade), ``base`` (transactions, clock, liveness), ``direct`` (the journal's hot path: a
+connection per thread, one round trip per transaction), ``runs`` (history), ``locks``,
 ``journal``, ``tokens``, ``store`` (the ``Store`` and opening it).
 """
 

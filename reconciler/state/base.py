@@ -4,8 +4,11 @@ Transactions: ``_read()`` for queries; ``_write()`` for changes (SQLite: ``BEGIN
 IMMEDIATE``; committed — durably against a kill, ``synchronous=NORMAL`` in WAL — when the block ends).
 ``_write(serialize=True)`` also takes a PostgreSQL transaction-scoped advisory lock, so the
 read-check-write sequences on the locks table (acquire, renew, release, unlock, intent) run
-one at a time across every process; on SQLite ``BEGIN IMMEDIATE`` already does that. Any
-database error leaving a transaction becomes a one-line ``StateError`` naming the masked URL.
+one at a time across every process; on SQLite ``BEGIN IMMEDIATE`` already does that. Both
+take a pooled connection for the one transaction. ``_direct()`` is the apply's hot path (the
+journal's intent and end): the thread's own kept connection, the driver's SQL, one round trip
+(``direct``). Any database error leaving a transaction becomes a one-line ``StateError``
+naming the masked URL.
 
 Liveness: a run's holder is alive when, on this host, its process still exists
 (``os.kill(pid, 0)``), and elsewhere while its heartbeat plus its lease is in the future.
@@ -30,6 +33,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ..history import format_time
+from .direct import Kept, Tx, transaction
 from .engine import WRITE, db_errors, explain
 from .schema import NOTIFY_CHANNEL, PG_LOCKS_KEY
 from .types import FINISHED, INTERRUPTED, RUNNING, lease_end, utc_now
@@ -103,6 +107,7 @@ class StoreBase:
         self._wake = _wake_for(target)
         self._writer = _writer_for(target)
         self._pg = target.kind == "postgresql"
+        self._kept = Kept(engine, pg=self._pg)
 
     @property
     def url(self) -> str:
@@ -110,6 +115,8 @@ class StoreBase:
         return self.target.display
 
     def close(self) -> None:
+        """Give back every connection and close them (no thread may use the store after this)."""
+        self._kept.close()
         self._engine.dispose()
 
     def __enter__(self) -> StoreBase:
@@ -151,6 +158,16 @@ class StoreBase:
                     if serialize and self._pg:
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": PG_LOCKS_KEY})
                     yield conn
+        except self._errors as e:
+            raise self.target.fail(explain(e, self.target)) from None
+
+    @contextmanager
+    def _direct(self, *, durable: bool = True, serialize: bool = False) -> Iterator[Tx]:
+        """A transaction of one round trip on this thread's kept connection (``direct``);
+        ``durable=False`` only where losing it to a server crash is covered (see ``direct``)."""
+        try:
+            with transaction(self._kept, pg=self._pg, durable=durable, serialize=serialize, writer=self._writer) as tx:
+                yield tx
         except self._errors as e:
             raise self.target.fail(explain(e, self.target)) from None
 

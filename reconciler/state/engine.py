@@ -12,6 +12,10 @@ The one place that knows the two engines apart at the connection level:
   and a plain ``BEGIN`` for reads. Connections come from a pool, one per thread at a time.
 - PostgreSQL through psycopg 3 (``postgresql+psycopg``), a bounded connect timeout.
 
+The pool keeps 8 connections and opens up to 64 more when they are all out: an apply's worker
+threads each keep one for the run (``direct``; ``parallelism`` is at most 64), next to the
+main thread's and the lease keeper's.
+
 ``explain`` maps a driver or SQLAlchemy exception to a reason a user can act on; the text of
 those exceptions can hold the URL or the password, so it never reaches a message unmasked
 and is never chained (callers raise ``target.fail(explain(e)) from None``).
@@ -31,6 +35,8 @@ from .urls import ENV_PASSWORD, Target
 
 CONNECT_TIMEOUT_S = 5
 BUSY_TIMEOUT_S = 30
+POOL_SIZE = 8
+POOL_OVERFLOW = 64  # the largest parallelism: every worker thread keeps one connection for the run
 WRITE = "reconciler_write"  # execution option: this transaction writes (SQLite: BEGIN IMMEDIATE)
 
 
@@ -60,13 +66,13 @@ def create_engine(target: Target) -> Engine:
         assert target.path is not None
         engine = sa.create_engine(URL.create("sqlite+pysqlite", database=str(target.path)),
                                   connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
-                                  pool_size=8, max_overflow=32, pool_timeout=BUSY_TIMEOUT_S)
+                                  pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_timeout=BUSY_TIMEOUT_S)
         _sqlite_hooks(engine)
         return engine
     query = {"connect_timeout": str(CONNECT_TIMEOUT_S), "application_name": "reconciler", **dict(target.query)}
     url = URL.create("postgresql+psycopg", username=target.user, password=target.password, host=target.host,
                      port=target.port, database=target.database, query=query)
-    return sa.create_engine(url, pool_size=8, max_overflow=32, pool_timeout=BUSY_TIMEOUT_S)
+    return sa.create_engine(url, pool_size=POOL_SIZE, max_overflow=POOL_OVERFLOW, pool_timeout=BUSY_TIMEOUT_S)
 
 
 def _wal(cur: sqlite3.Cursor) -> None:

@@ -20,8 +20,20 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import StoreBase
-from .schema import changes, journal, locks, runs
+from .schema import journal, runs
 from .types import INTERRUPTED, InterruptedShop, LockLost
+
+# The hot path's statements (``direct``: the driver's SQL, ``:name`` parameters).
+_HOLDER = "SELECT run_id FROM locks WHERE shop = :shop"
+_INTENT = "INSERT INTO journal (run_id, shop, time, changes) VALUES (:run_id, :shop, :time, :changes)"
+_INTENT_IF_LOCKED = ("INSERT INTO journal (run_id, shop, time, changes) SELECT :run_id, :shop, :time, :changes"
+                     " WHERE EXISTS (SELECT 1 FROM locks WHERE shop = :shop AND run_id = :run_id)")
+_CHANGE = ('INSERT INTO changes (run_id, time, shop, scenario, action, "before", "after", outcome, error)'
+           " VALUES (:run_id, :time, :shop, :scenario, :action, :before, :after, :outcome, :error)")
+_OPEN = "SELECT {} FROM journal WHERE run_id = :run_id AND shop = :shop AND done IS NULL"
+_END_WITHOUT_INTENT = ("INSERT INTO journal (run_id, shop, time, changes, done, outcome)"
+                       " SELECT :run_id, :shop, :done, '[]', :done, :outcome WHERE NOT EXISTS (" + _OPEN.format("1") + ")")
+_END = "UPDATE journal SET done = :done, outcome = :outcome WHERE id = (" + _OPEN.format("max(id)") + ")"
 
 
 class JournalOps(StoreBase):
@@ -29,33 +41,36 @@ class JournalOps(StoreBase):
 
     def intent(self, run_id: int, shop: str, changes: Sequence[dict[str, Any]]) -> None:
         """Record, durably, that ``run_id`` is about to apply ``changes`` to ``shop``.
-        Raises ``LockLost`` when there are changes and the run does not hold the shop's lock."""
-        with self._write(serialize=bool(changes)) as conn:
+        Raises ``LockLost`` when there are changes and the run does not hold the shop's lock.
+        One round trip (``direct``): under the locks table's lock, the holder is read and the
+        intent inserted only if it is this run — the check and the write in one transaction."""
+        row = {"run_id": run_id, "shop": str(shop), "time": self._stamp(),
+               "changes": json.dumps(list(changes), sort_keys=True, ensure_ascii=False)}
+        with self._direct(serialize=bool(changes)) as tx:
             if changes:
-                holder = conn.execute(sa.select(locks.c.run_id).where(locks.c.shop == shop)).scalar()
-                if holder != run_id:
-                    taken = f"run {holder} holds it" if holder is not None else "nobody holds it"
-                    raise LockLost(f"run {run_id} does not hold the lock of shop {shop} ({taken}; its lease may have"
-                                   f" expired and been taken over, or it was unlocked): not writing to that shop")
-            conn.execute(sa.insert(journal).values(run_id=run_id, shop=str(shop), time=self._stamp(),
-                                                   changes=json.dumps(list(changes), sort_keys=True, ensure_ascii=False)))
+                holder = tx.run(_HOLDER, row)
+                added = tx.run(_INTENT_IF_LOCKED, row)
+            else:
+                tx.run(_INTENT, row)
+        if changes and added.rowcount != 1:
+            held_by = holder.scalar()
+            taken = f"run {held_by} holds it" if held_by is not None else "nobody holds it"
+            raise LockLost(f"run {run_id} does not hold the lock of shop {shop} ({taken}; its lease may have"
+                           f" expired and been taken over, or it was unlocked): not writing to that shop")
 
     def shop_done(self, run_id: int, shop: str, outcome: str, rows: Sequence[dict[str, Any]] = ()) -> None:
         """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do);
         ``rows`` (``change_row`` values) are that shop's history rows, committed in the same
         transaction — one commit per shop instead of one per change. A kill before it leaves
-        the intent open: the next apply records the writes that landed (``run.ApplyRun.recover``)."""
-        with self._write() as conn:
-            if rows:
-                conn.execute(sa.insert(changes), list(rows))
-            open_id = conn.execute(sa.select(sa.func.max(journal.c.id))
-                                   .where(journal.c.run_id == run_id, journal.c.shop == shop, journal.c.done.is_(None))).scalar()
-            stamp = self._stamp()
-            if open_id is None:  # done without an intent: record both, so the shop counts as completed
-                conn.execute(sa.insert(journal).values(run_id=run_id, shop=shop, time=stamp, changes="[]", done=stamp,
-                                                       outcome=str(outcome)))
-            else:
-                conn.execute(sa.update(journal).where(journal.c.id == open_id).values(done=stamp, outcome=str(outcome)))
+        the intent open: the next apply records the writes that landed (``run.ApplyRun.recover``).
+        Not waited for on PostgreSQL (``durable=False``): losing it to a server crash leaves
+        exactly that open intent (see ``direct``). Done without an intent, both are recorded,
+        so the shop counts as completed."""
+        end = {"run_id": run_id, "shop": str(shop), "done": self._stamp(), "outcome": str(outcome)}
+        with self._direct(durable=False) as tx:
+            tx.many(_CHANGE, rows)
+            tx.run(_END_WITHOUT_INTENT, end)  # first: the row it adds is done, so the update leaves it be
+            tx.run(_END, end)
 
     def interrupted_shops(self, shops: Sequence[str] | None = None) -> dict[str, InterruptedShop]:
         """Shop → the latest intent of an interrupted run that no later journal row of that

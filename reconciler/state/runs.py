@@ -9,7 +9,9 @@ plain string values (psycopg would otherwise write an Enum's *name*).
 ``Entry`` stays in ``reconciler.history`` (the renderers import it from there).
 
 A run also records its holder — host, pid, heartbeat and lease — so that ``runs`` can tell a
-run that still goes on from one that was interrupted (killed, crashed, taken over).
+run that still goes on from one that was interrupted (killed, crashed, taken over). A run
+that ends with a journal intent still open (a shop's end could not be recorded, or was lost
+with a crash of the database server) is recorded as interrupted, not finished (``finish_run``).
 """
 
 from __future__ import annotations
@@ -23,8 +25,8 @@ import sqlalchemy as sa
 from ..history import Entry
 from ..vocab import WRITTEN
 from .base import StoreBase
-from .schema import changes, locks, runs
-from .types import FINISHED, RUNNING, RunInfo
+from .schema import changes, journal, locks, runs
+from .types import FINISHED, INTERRUPTED, RUNNING, RunInfo
 
 _ENTRY_COLUMNS = (changes.c.id, changes.c.run_id, changes.c.time, runs.c.actor, runs.c.git_commit, runs.c.git_branch,
                   runs.c.checksum, runs.c.command, changes.c.shop, changes.c.scenario, changes.c.action, changes.c.before,
@@ -71,17 +73,27 @@ class HistoryOps(StoreBase):
                 "before": json.dumps(before, sort_keys=True), "after": json.dumps(after, sort_keys=True),
                 "outcome": str(outcome), "error": error}
 
-    def finish_run(self, run_id: int, *, exit_code: int) -> None:
+    def finish_run(self, run_id: int, *, exit_code: int) -> list[str]:
         """Mark a run as ended (a run without an end crashed or still goes on); a finished
-        run holds no lock, so its locks are released too."""
+        run holds no lock, so its locks are released too. Returns the shops whose journal
+        intent the run leaves open (normally none): then the run is recorded as
+        ``interrupted`` instead (with its exit code), so the next plan names those shops and the
+        next apply records what landed there. A shop's end can be missing because it could not
+        be committed, or because the database server crashed before flushing it (ends are not
+        waited for: ``direct``); this commit is durable and flushes every end before it, so a
+        run recorded finished has all of its ends."""
         with self._write(serialize=True) as conn:
-            conn.execute(sa.update(runs).where(runs.c.id == run_id)
-                         .values(finished=self._stamp(), exit_code=exit_code, status=FINISHED))
+            left_open = sorted(conn.execute(sa.select(journal.c.shop).distinct()
+                                            .where(journal.c.run_id == run_id, journal.c.done.is_(None))).scalars())
+            ended = {"exit_code": exit_code, "status": INTERRUPTED} if left_open else \
+                {"finished": self._stamp(), "exit_code": exit_code, "status": FINISHED}
+            conn.execute(sa.update(runs).where(runs.c.id == run_id).values(**ended))
             released = conn.execute(sa.delete(locks).where(locks.c.run_id == run_id)).rowcount
             if released:
                 self._notify_release(conn)
         if released:
             self._wake.bump()
+        return left_open
 
     def entries(self, *, shops: Sequence[str] | None = None, since: str | None = None,
                 limit: int | None = None) -> list[Entry]:

@@ -9,7 +9,9 @@ unreachable server, a refused password, a missing database, a store newer than t
 reconciler. It then upgrades an older store (see ``schema``). ``create=False`` (read-only
 commands) never creates anything: no SQLite file, or an empty database, gives None.
 
-A ``Store`` is thread-safe: every method takes a pooled connection for one transaction.
+A ``Store`` is thread-safe: every method takes a pooled connection for one transaction, but
+the journal's intent and end (an apply's hot path), which use the calling thread's own
+connection, kept until ``close`` (``direct``).
 """
 
 from __future__ import annotations
