@@ -21,12 +21,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .drift import DriftReport, Finding
 from .model import Scenario, Waiver
 from .plan import Plan, Problem
 from .vocab import SEVERITY_ORDER, FindingKind, ProblemKind, Severity
+
+if TYPE_CHECKING:
+    from .drift import DriftReport, Finding
 
 # Kinds that a plan reports (a waiver of another kind, say "differs", is for drift only).
 PLAN_KINDS = frozenset(k.value for k in ProblemKind)

@@ -31,8 +31,8 @@ from ..shard import Shard
 from ..state import FINISHED
 from ..vocab import CATEGORIES, Category, Exit
 from ..waivers import waive_drift
-from .auth import auth_errors
 from .common import (
+    auth_errors,
     err,
     load,
     progress_printer,

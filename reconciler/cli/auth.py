@@ -24,14 +24,13 @@ from ..connect import open_token_provider, tokens_from_store
 from ..errors import ProviderError, ReconcilerError
 from ..model import SHOP_ID_RE, Settings, TopSettings
 from ..vocab import Exit, ProblemKind, Severity
-from .common import err, load, progress_printer, settings_only, shop_option, state, store_for
+from .common import AUTH_META, err, load, progress_printer, settings_only, shop_option, state, store_for
 
 if TYPE_CHECKING:
     from ..providers import Provider
     from ..providers.tokens import TokenClient
     from ..providers.top import TopProvider
 
-AUTH_META = "reconciler.auth"
 
 
 def _window(ctx: click.Context, param: click.Parameter, value: str) -> timedelta:
@@ -97,18 +96,6 @@ def _missing(shop: str) -> tuple[ProblemKind, Severity, str]:
     return (ProblemKind.auth_expired, Severity.error,
             "no authorization of this shop in the state store: the merchant must authorize the app"
             f" (服务市场 → 我的服务 → 授权), then: reconciler auth add --shop {shop} --code CODE")
-
-
-def auth_problems(ctx: click.Context) -> dict[str, tuple[ProblemKind, Severity, str]] | None:
-    """The shops' authorization problems of this run, for the plan (None: sessions not from the store)."""
-    found: dict[str, tuple[ProblemKind, Severity, str]] | None = ctx.find_root().meta.get(AUTH_META)
-    return found
-
-
-def auth_errors(ctx: click.Context) -> dict[str, str] | None:
-    """Shop → why its token does not work (the audit reports them; expiring ones were warned)."""
-    found = auth_problems(ctx)
-    return None if found is None else {s: m for s, (_, sev, m) in found.items() if sev == Severity.error}
 
 
 # --------------------------------------------------------------------------- the commands

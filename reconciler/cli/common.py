@@ -24,12 +24,30 @@ from ..parsecache import enabled as cache_enabled
 from ..providers import Provider
 from ..ratelimit import Share
 from ..shard import Shard, parse_shard
+from ..vocab import ProblemKind, Severity
 from .context import State
 
 if TYPE_CHECKING:
     from ..state import Store
 
 
+
+
+# Where a run's authorization problems are kept (cli.auth.run_sessions writes them; plan and
+# drift read them here, so that a plan on the sandbox imports nothing of the auth commands).
+AUTH_META = "reconciler.auth"
+
+
+def auth_problems(ctx: click.Context) -> dict[str, tuple[ProblemKind, Severity, str]] | None:
+    """The shops' authorization problems of this run, for the plan (None: sessions not from the store)."""
+    found: dict[str, tuple[ProblemKind, Severity, str]] | None = ctx.find_root().meta.get(AUTH_META)
+    return found
+
+
+def auth_errors(ctx: click.Context) -> dict[str, str] | None:
+    """Shop → why its token does not work (the audit reports them; expiring ones were warned)."""
+    found = auth_problems(ctx)
+    return None if found is None else {s: m for s, (_, sev, m) in found.items() if sev == Severity.error}
 
 
 def state(ctx: click.Context) -> State:
@@ -79,7 +97,7 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
     """The configured provider; ``--parallelism`` overrides ``provider.parallelism`` (top).
     A top provider with no sessions file or variable takes the tokens of ``shops`` (None:
     every stored shop) from the state store, renewing expired ones on the way; the problems of
-    the others are the command's (``cli.auth.auth_problems``). Its requests a second, token
+    the others are the command's (``auth_problems``). Its requests a second, token
     renewals included, are ``--qps`` or, in shard K/N, 1/N of ``provider.qps`` (``run_qps``)."""
     p = settings.provider
     if isinstance(p, TopSettings):

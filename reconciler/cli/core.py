@@ -39,8 +39,8 @@ from ..waivers import waive_plan
 
 if TYPE_CHECKING:
     from ..state import InterruptedShop, Store
-from .auth import auth_problems
 from .common import (
+    auth_problems,
     err,
     graceful_interrupt,
     interrupted_messages,
