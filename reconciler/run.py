@@ -73,13 +73,13 @@ class _Journal:
     def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
-        self._held: dict[str, list[dict[str, Any]]] = {}
+        self._held: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # shop → its intent's id, its rows
         self._lock = threading.Lock()
 
     def intent(self, shop: str, changes: Sequence[Change]) -> None:
-        self.store.intent(self.run_id, shop, [c.to_data() for c in changes])
+        intent = self.store.intent(self.run_id, shop, [c.to_data() for c in changes])
         with self._lock:
-            self._held[shop] = []
+            self._held[shop] = (intent, [])
 
     def hold(self, change: Change, outcome: Outcome, error: str | None) -> bool:
         """Keep the row for the shop's end; False when the shop has no intent open (write it now)."""
@@ -90,13 +90,13 @@ class _Journal:
             held = self._held.get(change.shop)
             if held is None:
                 return False
-            held.append(row)
+            held[1].append(row)
             return True
 
     def done(self, shop: str, outcome: str) -> None:
         with self._lock:
-            rows = self._held.pop(shop, [])
-        self.store.shop_done(self.run_id, shop, outcome, rows)
+            intent, rows = self._held.pop(shop, (None, []))
+        self.store.shop_done(self.run_id, shop, outcome, rows, intent=intent)
 
 
 class ApplyRun:

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy as sa
 from statekit import opened, start
 
 from reconciler.state import LockLost, StateError, Store
@@ -35,10 +36,10 @@ def _kept(store: Store) -> Any:
 
 def _shop_round(store: Store, run: int, shop: str, n: int) -> None:
     change = {"shop": shop, "scenario": "order_status", "action": "bind", "after": {"appkey": str(21345678 + n)}}
-    store.intent(run, shop, [change])
-    rows = [store.change_row(run, shop=shop, scenario="order_status", action="bind", before={}, after=change["after"],
-                             outcome=Outcome.applied)]
-    store.shop_done(run, shop, "applied", rows)
+    intent = store.intent(run, shop, [change])
+    rows = [store.change_row(run, shop=shop, scenario=scenario, action="bind", before={}, after=change["after"],
+                             outcome=Outcome.applied) for scenario in ("intercept_shipment", "modify_address", "order_status")]
+    store.shop_done(run, shop, "applied", rows, intent=intent)
 
 
 def test_each_thread_keeps_one_connection_of_its_own(store: Store) -> None:
@@ -86,7 +87,7 @@ def test_each_thread_keeps_one_connection_of_its_own(store: Store) -> None:
     assert store._kept.held() == 1
 
     entries = store.entries()
-    assert len(entries) == THREADS * ROUNDS + 1
+    assert len(entries) == (THREADS * ROUNDS + 1) * 3
     assert store.interrupted_shops() == {}
     store.close()
     assert store._kept.held() == 0
@@ -107,7 +108,7 @@ def test_a_connection_that_failed_is_replaced(pg_url: str, tmp_path: Path) -> No
         assert "\n" not in str(e.value)
         _shop_round(store, run, "100001", 2)  # a fresh connection
         assert _kept(store) is not first
-        assert [x.after for x in store.entries()] == [{"appkey": "21345678"}, {"appkey": "21345680"}]
+        assert [x.after for x in store.entries()] == [{"appkey": "21345678"}] * 3 + [{"appkey": "21345680"}] * 3
         assert store.interrupted_shops() == {}
     finally:
         store.close()
@@ -146,12 +147,19 @@ def test_values_that_look_like_sql_are_stored_as_they_are(store: Store) -> None:
     run = start(store, actor=odd)
     store.acquire(run, [odd], timeout_s=0, lease_s=60)
     change = {"shop": odd, "scenario": "order_status", "action": "bind", "after": {"appkey": odd}}
-    store.intent(run, odd, [change])
-    rows = [store.change_row(run, shop=odd, scenario="order_status", action="bind", before={"appkey": odd},
-                             after={"appkey": odd}, outcome=Outcome.failed, error=odd)]
-    store.shop_done(run, odd, odd, rows)
-    (e,) = store.entries()
-    assert (e.shop, e.actor, e.before, e.after, e.error) == (odd, odd, {"appkey": odd}, {"appkey": odd}, odd)
+    for intent in (store.intent(run, odd, [change]), None):  # the end by its intent's id, and looked up
+        if intent is None:
+            store.intent(run, odd, [change])
+        rows = [store.change_row(run, shop=odd, scenario=f"order_status{n}", action="bind", before={"appkey": odd},
+                                 after={"appkey": odd}, outcome=Outcome.failed, error=odd) for n in range(2)]
+        store.shop_done(run, odd, odd, rows, intent=intent)
+    entries = store.entries()
+    assert [(e.shop, e.actor, e.before, e.after, e.error) for e in entries] == [
+        (odd, odd, {"appkey": odd}, {"appkey": odd}, odd)] * 4
+    with store._read() as conn:
+        from reconciler.state.schema import journal
+
+        assert [tuple(r) for r in conn.execute(sa.select(journal.c.shop, journal.c.outcome))] == [(odd, odd)] * 2
     assert store.interrupted_shops() == {}
 
 

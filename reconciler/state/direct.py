@@ -22,6 +22,9 @@ code before the store. Here:
   its own ``BEGIN`` is synced, but sends every statement on its own: twice the client's CPU on
   this path.) Results are read after the block. On SQLite: ``BEGIN IMMEDIATE`` … ``COMMIT`` on
   the raw ``sqlite3`` connection, under the store's in-process writer lock.
+- Few statements: the transaction's settings in one ``SELECT``; an intent is one ``INSERT …
+  SELECT … WHERE EXISTS`` (the lock check) that returns its id; an end is the shop's history
+  rows in one ``INSERT`` (a ``VALUES`` list) and an ``UPDATE`` of that id.
 
 Durability (PostgreSQL; SQLite commits in WAL with ``synchronous=NORMAL``, see ``engine``):
 ``durable=True`` (the intent) commits synchronously, and raises ``synchronous_commit`` to
@@ -60,9 +63,11 @@ Params = Mapping[str, Any]
 
 # PostgreSQL: the intent is durable even on a server set to synchronous_commit = off
 # (``local``, ``remote_write``, ``on``, ``remote_apply`` all flush locally; they stay as they are).
-_DURABLE = "SELECT set_config('synchronous_commit', 'on', true) WHERE current_setting('synchronous_commit') = 'off'"
-_NOT_WAITING = "SET LOCAL synchronous_commit = off"
-_SERIALIZE = f"SELECT pg_advisory_xact_lock({PG_LOCKS_KEY})"
+_DURABLE = ("set_config('synchronous_commit', CASE current_setting('synchronous_commit') WHEN 'off' THEN 'on'"
+            " ELSE current_setting('synchronous_commit') END, true)")
+_NOT_WAITING = "set_config('synchronous_commit', 'off', true)"
+_SERIALIZE = f"pg_advisory_xact_lock({PG_LOCKS_KEY})"
+_VALUES = re.compile(r"\bVALUES\s*(\(.*\))\s*$", re.DOTALL)
 
 
 @lru_cache(maxsize=64)
@@ -108,14 +113,29 @@ class Tx:
             result.rows, result.rowcount = cur.fetchall(), cur.rowcount  # read now: before COMMIT
         return result
 
+    def insert(self, sql: str, params: Params) -> Result:
+        """An ``INSERT`` of at most one row: ``scalar()`` is the new row's ``id`` (None: no row)."""
+        if self._pg:
+            return self.run(sql + " RETURNING id", params)
+        result = Result()
+        cur = self._conn.execute(sql, params)
+        result.rowcount = cur.rowcount
+        result.rows = [(cur.lastrowid,)] if cur.rowcount == 1 else []
+        return result
+
     def many(self, sql: str, rows: Sequence[Params]) -> None:
+        """An ``INSERT … VALUES (…)`` of every row (PostgreSQL: one statement, a VALUES list)."""
+        if not rows:
+            return
         if not self._pg:
             self._conn.executemany(sql, rows)
             return
-        statement = _pyformat(sql)
-        for row in rows:
-            self._queued.append(self._cursor.mogrify(statement, row))
-            self._results.append(None)
+        found = _VALUES.search(sql)
+        assert found is not None, sql
+        one = _pyformat(found.group(1))
+        values = ", ".join(self._cursor.mogrify(one, row) for row in rows)
+        self._queued.append(sql[:found.start(1)] + values)
+        self._results.append(None)
 
     def send(self, head: Sequence[str]) -> None:
         """PostgreSQL: ``head`` (``BEGIN`` …), the queued statements and ``COMMIT`` as ONE query
@@ -215,7 +235,8 @@ def transaction(kept: Kept, *, pg: bool, durable: bool, serialize: bool,
             if pg:
                 tx = Tx(conn, pg=True)
                 yield tx
-                tx.send(["BEGIN", _DURABLE if durable else _NOT_WAITING, *([_SERIALIZE] if serialize else [])])
+                settings = [_DURABLE if durable else _NOT_WAITING, *([_SERIALIZE] if serialize else [])]
+                tx.send(["BEGIN", "SELECT " + ", ".join(settings)])
             else:
                 conn.execute("BEGIN IMMEDIATE")
                 yield Tx(conn, pg=False)

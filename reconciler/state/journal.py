@@ -20,11 +20,10 @@ from typing import Any
 import sqlalchemy as sa
 
 from .base import StoreBase
-from .schema import journal, runs
+from .schema import journal, locks, runs
 from .types import INTERRUPTED, InterruptedShop, LockLost
 
 # The hot path's statements (``direct``: the driver's SQL, ``:name`` parameters).
-_HOLDER = "SELECT run_id FROM locks WHERE shop = :shop"
 _INTENT = "INSERT INTO journal (run_id, shop, time, changes) VALUES (:run_id, :shop, :time, :changes)"
 _INTENT_IF_LOCKED = ("INSERT INTO journal (run_id, shop, time, changes) SELECT :run_id, :shop, :time, :changes"
                      " WHERE EXISTS (SELECT 1 FROM locks WHERE shop = :shop AND run_id = :run_id)")
@@ -34,43 +33,50 @@ _OPEN = "SELECT {} FROM journal WHERE run_id = :run_id AND shop = :shop AND done
 _END_WITHOUT_INTENT = ("INSERT INTO journal (run_id, shop, time, changes, done, outcome)"
                        " SELECT :run_id, :shop, :done, '[]', :done, :outcome WHERE NOT EXISTS (" + _OPEN.format("1") + ")")
 _END = "UPDATE journal SET done = :done, outcome = :outcome WHERE id = (" + _OPEN.format("max(id)") + ")"
+_END_OF = "UPDATE journal SET done = :done, outcome = :outcome WHERE id = :id"
 
 
 class JournalOps(StoreBase):
     """Intents, completions, and the shops interrupted runs may have left half-changed."""
 
-    def intent(self, run_id: int, shop: str, changes: Sequence[dict[str, Any]]) -> None:
-        """Record, durably, that ``run_id`` is about to apply ``changes`` to ``shop``.
-        Raises ``LockLost`` when there are changes and the run does not hold the shop's lock.
-        One round trip (``direct``): under the locks table's lock, the holder is read and the
-        intent inserted only if it is this run — the check and the write in one transaction."""
+    def intent(self, run_id: int, shop: str, changes: Sequence[dict[str, Any]]) -> int:
+        """Record, durably, that ``run_id`` is about to apply ``changes`` to ``shop``; returns
+        the intent's id (for ``shop_done``). Raises ``LockLost`` when there are changes and the
+        run does not hold the shop's lock. One round trip (``direct``): under the locks table's
+        lock, the intent is inserted only if the run holds the shop's lock — the check and the
+        write in one statement."""
         row = {"run_id": run_id, "shop": str(shop), "time": self._stamp(),
                "changes": json.dumps(list(changes), sort_keys=True, ensure_ascii=False)}
         with self._direct(serialize=bool(changes)) as tx:
-            if changes:
-                holder = tx.run(_HOLDER, row)
-                added = tx.run(_INTENT_IF_LOCKED, row)
-            else:
-                tx.run(_INTENT, row)
-        if changes and added.rowcount != 1:
-            held_by = holder.scalar()
-            taken = f"run {held_by} holds it" if held_by is not None else "nobody holds it"
-            raise LockLost(f"run {run_id} does not hold the lock of shop {shop} ({taken}; its lease may have"
-                           f" expired and been taken over, or it was unlocked): not writing to that shop")
+            added = tx.insert(_INTENT_IF_LOCKED if changes else _INTENT, row)
+        found = added.scalar()
+        if found is not None:
+            return int(found)
+        with self._read() as conn:  # for the message only: the lock was not this run's when it was checked
+            holder = conn.execute(sa.select(locks.c.run_id).where(locks.c.shop == str(shop))).scalar()
+        taken = f"run {holder} holds it" if holder is not None else "nobody holds it"
+        raise LockLost(f"run {run_id} does not hold the lock of shop {shop} ({taken}; its lease may have"
+                       f" expired and been taken over, or it was unlocked): not writing to that shop")
 
-    def shop_done(self, run_id: int, shop: str, outcome: str, rows: Sequence[dict[str, Any]] = ()) -> None:
+    def shop_done(self, run_id: int, shop: str, outcome: str, rows: Sequence[dict[str, Any]] = (), *,
+                  intent: int | None = None) -> None:
         """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do);
         ``rows`` (``change_row`` values) are that shop's history rows, committed in the same
-        transaction — one commit per shop instead of one per change. A kill before it leaves
-        the intent open: the next apply records the writes that landed (``run.ApplyRun.recover``).
+        transaction — one commit per shop instead of one per change. ``intent``: the id
+        ``intent`` returned (else the run's open intent of the shop is looked up; done without
+        one, both are recorded, so the shop counts as completed). A kill before it leaves the
+        intent open: the next apply records the writes that landed (``run.ApplyRun.recover``).
         Not waited for on PostgreSQL (``durable=False``): losing it to a server crash leaves
-        exactly that open intent (see ``direct``). Done without an intent, both are recorded,
-        so the shop counts as completed."""
-        end = {"run_id": run_id, "shop": str(shop), "done": self._stamp(), "outcome": str(outcome)}
+        exactly that open intent (see ``direct``), and the run's finish then records the run as
+        interrupted (``finish_run``)."""
+        end = {"id": intent, "run_id": run_id, "shop": str(shop), "done": self._stamp(), "outcome": str(outcome)}
         with self._direct(durable=False) as tx:
             tx.many(_CHANGE, rows)
-            tx.run(_END_WITHOUT_INTENT, end)  # first: the row it adds is done, so the update leaves it be
-            tx.run(_END, end)
+            if intent is not None:
+                tx.run(_END_OF, end)
+            else:
+                tx.run(_END_WITHOUT_INTENT, end)  # first: the row it adds is done, so the update leaves it be
+                tx.run(_END, end)
 
     def interrupted_shops(self, shops: Sequence[str] | None = None) -> dict[str, InterruptedShop]:
         """Shop → the latest intent of an interrupted run that no later journal row of that
