@@ -93,15 +93,12 @@ class Tx:
     parameters bound by psycopg (``ClientCursor``), and sent as one query with ``BEGIN`` and
     ``COMMIT`` when the block ends; SQLite: run at once."""
 
-    def __init__(self, conn: Any, *, pg: bool) -> None:
+    def __init__(self, conn: Any, *, pg: bool, cursor: Any = None) -> None:
         self._conn = conn
         self._pg = pg
+        self._cursor = cursor  # PostgreSQL: the connection's ClientCursor
         self._queued: list[str] = []
         self._results: list[Result | None] = []
-        if pg:
-            from psycopg import ClientCursor
-
-            self._cursor: Any = ClientCursor(conn)
 
     def run(self, sql: str, params: Params | None = None) -> Result:
         result = Result()
@@ -170,8 +167,11 @@ class Kept:
         fairy = self._engine.raw_connection()
         try:
             if self._pg:
+                from psycopg import ClientCursor
+
                 driver: Any = fairy.driver_connection
                 driver.autocommit = True
+                self._local.cursor = ClientCursor(driver)
         except BaseException:
             fairy.invalidate()
             raise
@@ -183,11 +183,16 @@ class Kept:
     def drop(self) -> None:
         """This thread's connection failed: discard it (its transaction dies with it)."""
         fairy = self._local.__dict__.pop("conn", None)
+        self._local.__dict__.pop("cursor", None)
         with self._lock:
             self._all.pop(threading.current_thread(), None)
         if fairy is not None:
             with suppress(Exception):  # already broken: nothing more to give back
                 fairy.invalidate()
+
+    def cursor(self) -> Any:
+        """PostgreSQL: the ClientCursor of this thread's connection (after ``get``)."""
+        return self._local.cursor
 
     def held(self) -> int:
         """How many threads hold a connection now."""
@@ -233,7 +238,7 @@ def transaction(kept: Kept, *, pg: bool, durable: bool, serialize: bool,
         try:
             conn: Any = kept.get().driver_connection
             if pg:
-                tx = Tx(conn, pg=True)
+                tx = Tx(conn, pg=True, cursor=kept.cursor())
                 yield tx
                 settings = [_DURABLE if durable else _NOT_WAITING, *([_SERIALIZE] if serialize else [])]
                 tx.send(["BEGIN", "SELECT " + ", ".join(settings)])
