@@ -214,7 +214,7 @@ class Again(Exception):
 
 
 def read_shops(root: Path, shown: str, erps: Catalog | None, profiles: Profiles | None,
-                issues: list[Issue], cache: ShopCache | None = None) -> tuple[list[DesiredShop], set[str]]:
+               issues: list[Issue], cache: ShopCache | None = None) -> tuple[list[DesiredShop], set[str]]:
     """The resolved shops, and every valid shop id declared (valid shops or not). With a
     ``cache``, a file whose bytes it knows is not parsed: its result is taken from the cache
     (raises ``Again`` when that cannot be trusted)."""
