@@ -37,6 +37,7 @@ from .model import (
 
 _T = "tag:yaml.org,2002:"
 _STR, _BOOL, _NULL, _MAP, _SEQ = _T + "str", _T + "bool", _T + "null", _T + "map", _T + "seq"
+_ROOT_KEYS = frozenset({"shops"})
 _SHOP_KEYS = frozenset({"id", "name", "erp", "protect", "labels", "scenarios"})
 # the keys a scenario may hold here, by scenario (the spec models' fields but appkey and state)
 _SCENARIO_KEYS = {
@@ -44,9 +45,11 @@ _SCENARIO_KEYS = {
     Scenario.modify_address.value: frozenset({"erp", "buyer_self_service"}),
     Scenario.order_status.value: frozenset({"erp", "erp_detail_button"}),
 }
-_ORDER = {s.value: i for i, s in enumerate(Scenario)}
 _SCENARIO = {s.value: s for s in Scenario}
 _BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}
+
+
+_Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
 class _NotPlain(Exception):
@@ -55,11 +58,11 @@ class _NotPlain(Exception):
 
 def _pairs(node: Any, allowed: frozenset[str] | dict[str, Any] | None) -> dict[str, Any]:
     """A mapping node's values by key: only plain string keys, no duplicates, only ``allowed``."""
-    if type(node) is not yaml.MappingNode or node.tag != _MAP:
+    if type(node) is not _Mapping or node.tag != _MAP:
         raise _NotPlain
     out: dict[str, Any] = {}
     for k, v in node.value:
-        if type(k) is not yaml.ScalarNode or k.tag != _STR:
+        if type(k) is not _Scalar or k.tag != _STR:
             raise _NotPlain
         key = k.value
         if key in out or (allowed is not None and key not in allowed):
@@ -69,20 +72,21 @@ def _pairs(node: Any, allowed: frozenset[str] | dict[str, Any] | None) -> dict[s
 
 
 def _str(node: Any) -> str:
-    if type(node) is not yaml.ScalarNode or node.tag != _STR:
+    if type(node) is not _Scalar or node.tag != _STR:
         raise _NotPlain
     value: str = node.value
     return value
 
 
 def _bool(node: Any) -> bool:
-    if type(node) is not yaml.ScalarNode or node.tag != _BOOL:
+    if type(node) is not _Scalar or node.tag != _BOOL:
         raise _NotPlain
     return _BOOLS[node.value.lower()]
 
 
 def _line(node: Any) -> int:
-    return int(node.start_mark.line) + 1
+    line: int = node.start_mark.line
+    return line + 1
 
 
 def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] | None:
@@ -94,9 +98,9 @@ def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] |
 
 
 def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
-    root = _pairs(node, frozenset({"shops"}))
+    root = _pairs(node, _ROOT_KEYS)
     items = root.get("shops")
-    if type(items) is not yaml.SequenceNode or items.tag != _SEQ:
+    if type(items) is not _Sequence or items.tag != _SEQ:
         raise _NotPlain
     out: list[DesiredShop] = []
     ids: set[str] = set()
@@ -122,8 +126,9 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
         if "scenarios" in f:
             declared = _pairs(f["scenarios"], _SCENARIO_KEYS)
             said = Source(file=file, line=_line(erp_node)) if erp_node is not None else None  # shared by its bindings
-            for key in sorted(declared, key=_ORDER.__getitem__):
-                bindings[_SCENARIO[key]] = _binding(_SCENARIO[key], declared[key], erp, said, file, erps)
+            for key, sc in _SCENARIO.items():   # in the scenarios' order, as the step-by-step path
+                if key in declared:
+                    bindings[sc] = _binding(sc, declared[key], erp, said, file, erps)
         out.append(DesiredShop(
             id=sid, name=name, erp=erp, protect=_bool(f["protect"]) if "protect" in f else False,
             source=Source(file=file, line=_line(item)), bindings=bindings, labels=labels))
@@ -132,7 +137,7 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
 
 def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Source | None, file: str,
              erps: dict[str, ErpSpec]) -> DesiredBinding:
-    if type(node) is yaml.ScalarNode and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
+    if type(node) is _Scalar and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
         f: dict[str, Any] = {}   # ``intercept_shipment:`` means ``intercept_shipment: {}``
     else:
         f = _pairs(node, _SCENARIO_KEYS[sc.value])
