@@ -20,8 +20,6 @@ block ends — or left unfinished when the process dies, which is how the histor
 
 from __future__ import annotations
 
-import contextlib
-import itertools
 import os
 import socket
 import threading
@@ -31,7 +29,7 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, NoReturn
 
-from .apply import ApplyResult, apply_plan, check_safe, check_stale, shop_order
+from .apply import ApplyResult, apply_plan, check_safe, check_stale
 from .errors import ReconcilerError, StalePlan, UnsafePlan
 from .model import Desired, Scenario, ShopState
 from .plan import Change, Plan
@@ -70,36 +68,16 @@ class _Either:
 class _Journal:
     """``apply.Journal`` over the store, for one run. Between a shop's intent and its end the
     shop's history rows are held and committed with the end, in one transaction (see
-    ``Store.shop_done``); ``done`` raising means they could not be recorded.
+    ``Store.shop_done``); ``done`` raising means they could not be recorded."""
 
-    ``order`` (shops applied one at a time): the shops in the order ``apply_plan`` starts them,
-    with their changes; then a shop's end also records the intent of the shop after it, in the
-    same transaction (one round trip per shop instead of two), and that shop's ``intent`` finds
-    it recorded. An intent recorded ahead for a shop that is not started (a stop, a fatal error)
-    or with other changes is ended as ``not-started`` (``close``)."""
-
-    def __init__(self, store: Store, run_id: int, order: Sequence[str] = (),
-                 changes: Mapping[str, Sequence[Change]] | None = None) -> None:
+    def __init__(self, store: Store, run_id: int) -> None:
         self.store = store
         self.run_id = run_id
-        self._held: dict[str, tuple[int | None, list[dict[str, Any]]]] = {}  # shop → its intent's id, its rows
-        self._after = dict(itertools.pairwise(order))  # shop → the shop started after it
-        self._changes = changes or {}
-        self._ahead: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # recorded ahead: shop → intent id, changes
-        self._started: set[str] = set()
+        self._held: dict[str, tuple[int, list[dict[str, Any]]]] = {}  # shop → its intent's id, its rows
         self._lock = threading.Lock()
 
     def intent(self, shop: str, changes: Sequence[Change]) -> None:
-        data = [c.to_data() for c in changes]
-        with self._lock:
-            self._started.add(shop)
-            ahead = self._ahead.pop(shop, None)
-        if ahead is not None and ahead[1] == data:
-            intent = ahead[0]
-        else:
-            if ahead is not None:  # recorded ahead with other changes: end that one, record these
-                self.store.shop_done(self.run_id, shop, "not-started", intent=ahead[0])
-            intent = self.store.intent(self.run_id, shop, data)
+        intent = self.store.intent(self.run_id, shop, [c.to_data() for c in changes])
         with self._lock:
             self._held[shop] = (intent, [])
 
@@ -118,24 +96,7 @@ class _Journal:
     def done(self, shop: str, outcome: str) -> None:
         with self._lock:
             intent, rows = self._held.pop(shop, (None, []))
-            nxt = self._after.get(shop)
-            then = None
-            if nxt is not None and nxt not in self._started and nxt not in self._ahead and nxt in self._changes:
-                then = (nxt, [c.to_data() for c in shop_order(self._changes[nxt])])
-        ahead = self.store.shop_done(self.run_id, shop, outcome, rows, intent=intent, then=then)
-        if then is not None and ahead is not None:
-            with self._lock:
-                self._ahead[then[0]] = (ahead, then[1])
-
-    def close(self) -> None:
-        """End the intents recorded ahead for shops that were not started (``not-started``);
-        one that cannot be ended makes the run's finish record it interrupted."""
-        with self._lock:
-            left = sorted(self._ahead.items())
-            self._ahead.clear()
-        for shop, (intent, _) in left:
-            with contextlib.suppress(ReconcilerError):
-                self.store.shop_done(self.run_id, shop, "not-started", intent=intent)
+        self.store.shop_done(self.run_id, shop, outcome, rows, intent=intent)
 
 
 class ApplyRun:
@@ -302,16 +263,12 @@ class ApplyRun:
         """Write the plan (see ``apply.apply_plan``), journalled, renewing the locks' lease while it runs."""
         run = self._run()
         self.recover()
-        parallelism = getattr(self.provider, "parallelism", 1)
-        groups = self.plan.by_shop()
-        # one shop at a time: apply_plan's order (the interrupted shops first), for recording each intent ahead
-        order = sorted(groups, key=lambda s: (s not in self.interrupted, s)) if parallelism <= 1 else []
-        self._journal = _Journal(self.store, run, order, groups)
+        self._journal = _Journal(self.store, run)
         with self.store.keeper(run, self.options.lock_lease_s) as keeper:
             result = apply_plan(self.plan, self.provider, record=self.record, progress=progress,
-                                parallelism=parallelism, stop=_Either(stop or threading.Event(), keeper.lost),
+                                parallelism=getattr(self.provider, "parallelism", 1),
+                                stop=_Either(stop or threading.Event(), keeper.lost),
                                 journal=self._journal, first=sorted(self.interrupted))
-        self._journal.close()
         if keeper.lost.is_set():
             self.note(f"the run lost its locks ({keeper.error or 'they were taken away'}): no further shop was started")
         self._settle(set(self.plan.by_shop()) | set(result.withheld))

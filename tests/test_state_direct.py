@@ -1,8 +1,7 @@
 """The journal's hot path (``reconciler.state.direct``), on SQLite and on PostgreSQL: one
 connection per thread, kept for the store's life and never shared between threads; a failed
 connection replaced; every connection given back on close; the intent and the end written as
-before (the lock check, an end without an intent, values that look like SQL); a shop's end that records
-the next shop's intent (an apply of one shop at a time), and one recorded ahead but not used."""
+before (the lock check, an end without an intent, values that look like SQL)."""
 
 from __future__ import annotations
 
@@ -16,11 +15,8 @@ import pytest
 import sqlalchemy as sa
 from statekit import opened, start
 
-from reconciler.model import Scenario
-from reconciler.plan import Change
-from reconciler.run import _Journal
 from reconciler.state import LockLost, StateError, Store
-from reconciler.vocab import Action, Outcome
+from reconciler.vocab import Outcome
 
 THREADS = 6
 ROUNDS = 4
@@ -180,59 +176,3 @@ def test_a_run_that_ends_with_an_intent_open_is_recorded_interrupted(store: Stor
     assert (info.status, info.finished, info.exit_code) == ("interrupted", None, 0)
     assert list(store.interrupted_shops()) == ["100002"]
     assert store.locks() == []
-
-
-# ---------------------------------------------------------------------- a shop's end records the next shop's intent
-
-
-def _change(shop: str, appkey: str = "21345678") -> Change:
-    return Change(shop=shop, scenario=Scenario.order_status, action=Action.bind, before={}, after={"appkey": appkey})
-
-
-def _journal_rows(store: Store) -> list[tuple[str, str | None, bool]]:
-    from reconciler.state.schema import journal
-
-    with store._read() as conn:
-        rows = conn.execute(sa.select(journal.c.shop, journal.c.outcome, journal.c.done).order_by(journal.c.id)).all()
-    return [(r[0], r[1], r[2] is not None) for r in rows]
-
-
-def test_a_shops_end_records_the_next_shops_intent(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    shops = ["100001", "100002", "100003"]
-    run = start(store)
-    store.acquire(run, shops, timeout_s=0, lease_s=60)
-    plan = {s: [_change(s)] for s in shops}
-    journal = _Journal(store, run, shops, plan)
-    intents: list[str] = []
-    real = store.intent
-    monkeypatch.setattr(store, "intent", lambda run_id, shop, changes: intents.append(shop) or real(run_id, shop, changes))
-    for shop in shops[:2]:  # the third is never started (a stop)
-        journal.intent(shop, plan[shop])
-        assert journal.hold(plan[shop][0], Outcome.applied, None)
-        journal.done(shop, "applied")
-    assert intents == ["100001"], "the second shop's intent was recorded with the first one's end"
-    assert _journal_rows(store) == [("100001", "applied", True), ("100002", "applied", True), ("100003", None, False)]
-    journal.close()
-    assert _journal_rows(store)[-1] == ("100003", "not-started", True)
-    assert [e.shop for e in store.entries()] == shops[:2]
-    assert store.finish_run(run, exit_code=0) == []
-    assert store.interrupted_shops() == {}
-
-
-def test_an_intent_recorded_ahead_that_does_not_fit_is_replaced(store: Store) -> None:
-    shops = ["100001", "100002", "100003"]
-    run = start(store)
-    store.acquire(run, shops[:2], timeout_s=0, lease_s=60)  # not the third
-    plan = {s: [_change(s)] for s in shops}
-    journal = _Journal(store, run, shops, plan)
-    journal.intent("100001", plan["100001"])
-    journal.done("100001", "applied")  # records 100002's intent ahead, as planned
-    other = [_change("100002", "12345679")]
-    journal.intent("100002", other)  # started with other changes: that one ends, this one is recorded
-    journal.done("100002", "applied")  # the third's lock is not the run's: nothing recorded ahead
-    with pytest.raises(LockLost):
-        journal.intent("100003", plan["100003"])
-    journal.close()
-    assert _journal_rows(store) == [("100001", "applied", True), ("100002", "not-started", True),
-                                    ("100002", "applied", True)]
-    assert store.finish_run(run, exit_code=0) == []

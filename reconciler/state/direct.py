@@ -27,8 +27,7 @@ code before the store. Here:
   rows in one ``INSERT`` (a ``VALUES`` list) and an ``UPDATE`` of that id.
 
 Durability (PostgreSQL; SQLite commits in WAL with ``synchronous=NORMAL``, see ``engine``):
-``durable=True`` (the intent, and an end that carries the next shop's intent: ``shop_done``'s
-``then``) commits synchronously, and raises ``synchronous_commit`` to
+``durable=True`` (the intent) commits synchronously, and raises ``synchronous_commit`` to
 ``on`` for the transaction when the server is set to ``off``: when ``COMMIT`` returns, the
 intent is on disk — a crash of anything after the platform write finds it. ``durable=False``
 (a shop's end: its history rows and journal end) commits with ``synchronous_commit = off``:

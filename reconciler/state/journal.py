@@ -59,39 +59,24 @@ class JournalOps(StoreBase):
                        f" expired and been taken over, or it was unlocked): not writing to that shop")
 
     def shop_done(self, run_id: int, shop: str, outcome: str, rows: Sequence[dict[str, Any]] = (), *,
-                  intent: int | None = None, then: tuple[str, Sequence[dict[str, Any]]] | None = None) -> int | None:
+                  intent: int | None = None) -> None:
         """The run's writes to ``shop`` ended (applied, failed, rolled back, nothing to do);
         ``rows`` (``change_row`` values) are that shop's history rows, committed in the same
         transaction — one commit per shop instead of one per change. ``intent``: the id
         ``intent`` returned (else the run's open intent of the shop is looked up; done without
         one, both are recorded, so the shop counts as completed). A kill before it leaves the
         intent open: the next apply records the writes that landed (``run.ApplyRun.recover``).
-
-        ``then`` (shop, changes): the intent of the shop the run starts next, recorded in the
-        same transaction, as ``intent`` would (durably, only while the run holds that shop's
-        lock): one round trip per shop instead of two. Returns its id (None: not recorded, the
-        lock is not the run's — ``intent`` will say so).
-
-        Without ``then``, not waited for on PostgreSQL (``durable=False``): losing it to a
-        server crash leaves exactly that open intent (see ``direct``), and the run's finish
-        then records the run as interrupted (``finish_run``)."""
-        stamp = self._stamp()
-        end = {"id": intent, "run_id": run_id, "shop": str(shop), "done": stamp, "outcome": str(outcome)}
-        with self._direct(durable=then is not None, serialize=then is not None) as tx:
+        Not waited for on PostgreSQL (``durable=False``): losing it to a server crash leaves
+        exactly that open intent (see ``direct``), and the run's finish then records the run as
+        interrupted (``finish_run``)."""
+        end = {"id": intent, "run_id": run_id, "shop": str(shop), "done": self._stamp(), "outcome": str(outcome)}
+        with self._direct(durable=False) as tx:
             tx.many(_CHANGE, rows)
             if intent is not None:
                 tx.run(_END_OF, end)
             else:
                 tx.run(_END_WITHOUT_INTENT, end)  # first: the row it adds is done, so the update leaves it be
                 tx.run(_END, end)
-            if then is not None:
-                added = tx.insert(_INTENT_IF_LOCKED, {"run_id": run_id, "shop": str(then[0]), "time": stamp,
-                                                      "changes": json.dumps(list(then[1]), sort_keys=True,
-                                                                            ensure_ascii=False)})
-        if then is None:
-            return None
-        found = added.scalar()
-        return None if found is None else int(found)
 
     def interrupted_shops(self, shops: Sequence[str] | None = None) -> dict[str, InterruptedShop]:
         """Shop → the latest intent of an interrupted run that no later journal row of that
