@@ -4,9 +4,11 @@ Reading 10,000 shops costs YAML composition, validation and resolution; a team's
 the same files again and again. Each shop file's *result* (its resolved shops, the ids and
 profile users the checks across files need, its warnings) is kept under the config dir in
 ``.reconciler/cache/shops-v2.txt``, keyed by the file's path and the SHA-256 of its bytes.
-Everything else a file's result depends on is in the cache's *context*: the tool's version,
-the cache format, the config dir as spelt (paths in messages), and the bytes of
-``erps.yaml`` and ``profiles.yaml``; a different context discards the whole cache.
+Everything else a file's result depends on is in the cache's *context*: the tool's version
+and the code of the modules that read the configuration (an editable install keeps its
+version number across commits), the cache format, the config dir as spelt (paths in
+messages), and the bytes of ``erps.yaml`` and ``profiles.yaml``; a different context
+discards the whole cache.
 
 It never changes a result:
 - only files that produced no error are kept (a file with an error is read every time, so
@@ -89,7 +91,7 @@ class ShopCache:
 
     @classmethod
     def open(cls, root: Path, context_parts: list[bytes | None], shown: str) -> ShopCache:
-        h = hashlib.sha256(f"{FORMAT}\0{__version__}\0{shown}\0".encode())
+        h = hashlib.sha256(f"{FORMAT}\0{__version__}\0{_code()}\0{shown}\0".encode())
         for part in context_parts:
             h.update(b"-" if part is None else b"+" + digest(part).encode())
         context = h.hexdigest()
@@ -138,6 +140,23 @@ class ShopCache:
     def emptied(self) -> ShopCache:
         """The same cache with nothing read (after a corrupt entry: rebuilt by this run)."""
         return ShopCache(self.path, self.context, {})
+
+
+# The modules whose code decides a shop file's result: a change to any of them (a git checkout
+# installed in editable mode keeps its version number) discards the cache.
+_CODE = ("model", "settings", "vocab", "errors", "files", "yamlio", "located", "resolve", "fastpath", "shopdir",
+         "config", "parsecache")
+
+
+def _code() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in _CODE:
+        try:
+            h.update(name.encode() + b"\0" + (here / f"{name}.py").read_bytes())
+        except OSError:
+            h.update(name.encode() + b"\0?")  # installed without sources: the version decides
+    return h.hexdigest()
 
 
 def _header(context: str) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from datetime import date
 from pathlib import Path
@@ -256,3 +258,33 @@ def test_the_cli_plan_is_the_same_with_and_without_the_cache(tmp_path: Path) -> 
     assert (root / CACHE_DIR / CACHE_FILE).is_file()
     assert len({(r.exit_code, r.output) for r in outs}) == 1
     assert outs[0].exit_code == 1 and json.loads(outs[0].output)["changes"]  # the example's deliberate error
+
+
+def test_another_version_of_the_code_discards_the_cache(tmp_path: Path) -> None:
+    """An editable install keeps its version number across commits: the code of the modules that
+    read the configuration is part of the cache's context (a copy of the package with one of
+    them changed writes another context, and its results are its own)."""
+    (tmp_path / "cfg").mkdir()
+    Agency_(tmp_path / "cfg")
+    package = Path(__file__).resolve().parents[1] / "reconciler"
+    copy = tmp_path / "code" / "reconciler"
+    shutil.copytree(package, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "fastpath.py").write_text((copy / "fastpath.py").read_text(encoding="utf-8") + "\n# changed\n",
+                                      encoding="utf-8")
+    cache = tmp_path / "cfg" / CACHE_DIR / CACHE_FILE
+
+    def context(code: Path) -> str:
+        # the tree given first, and not the editable install's finder (it would serve the working tree)
+        script = ("import os, sys; src = sys.argv.pop(1); sys.path.insert(0, src); sys.meta_path[:] = [f for f in"
+                  " sys.meta_path if not getattr(f, '__module__', '').startswith('__editable__')]; import reconciler;"
+                  " assert os.path.realpath(reconciler.__file__).startswith(os.path.realpath(src) + os.sep);"
+                  " from reconciler.config import load_config; load_config(sys.argv[1], cache=True)")
+        subprocess.run([sys.executable, "-c", script, str(code), str(tmp_path / "cfg")], check=True, timeout=60)
+        header = json.loads(cache.read_bytes().split(b"\n", 1)[0])
+        assert isinstance(header["context"], str)
+        return header["context"]
+
+    ours = context(package.parent)
+    theirs = context(copy.parent)
+    assert ours != theirs
+    assert context(package.parent) == ours
