@@ -32,10 +32,13 @@ import contextlib
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from . import __version__
 from .errors import Issue
@@ -149,7 +152,9 @@ _CODE = ("model", "settings", "vocab", "errors", "files", "yamlio", "located", "
 
 
 def _code() -> str:
-    h = hashlib.sha256()
+    """The code that reads the configuration: these modules, PyYAML (how it resolves a plain
+    scalar) and Python (what ``str.isprintable`` says)."""
+    h = hashlib.sha256(f"{sys.version}\0{yaml.__version__}\0{yaml.__with_libyaml__}\0".encode())
     here = Path(__file__).resolve().parent
     for name in _CODE:
         try:
