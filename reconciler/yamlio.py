@@ -18,10 +18,7 @@ excerpts (``vocab.excerpt``): the file may be a symlink to anything.
 
 from __future__ import annotations
 
-import gc
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from yaml.constructor import SafeConstructor
 
 from .errors import Issue
 from .files import FileError, MiB, read_regular
+from .gcpause import paused_gc as paused_gc  # re-exported: the config readers take it from here
 from .vocab import excerpt
 
 Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -94,18 +92,6 @@ def path_str(path: PathT) -> str:
     for p in path:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
     return out
-
-
-@contextmanager
-def paused_gc() -> Iterator[None]:
-    """The cyclic GC costs 2-6x while building big trees of small objects (measured; see the README's Benchmarks)."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _mark(node: yaml.Node | yaml.Event) -> tuple[int, int]:

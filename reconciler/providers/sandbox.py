@@ -10,12 +10,12 @@ through the same compare-and-set methods the HTTP server serves.
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 
 from ..errors import ProviderError
+from ..gcpause import paused_gc
 from ..model import AppCheck, Binding, Scenario, ShopState, appkey_problem
 from ..platform import PlatformError, SandboxPlatform, ShopRow
 from ..vocab import excerpt
@@ -69,20 +69,6 @@ def _binding_problem(scenario: Scenario | None, sc: object, key: object, rev: ob
     return f"{scenario.value}: the revision is {excerpt(str(rev))}, not a whole number ≥ 0"
 
 
-@contextmanager
-def _gc_paused() -> Iterator[None]:
-    """No cyclic garbage collection meanwhile: a read makes only acyclic objects (tuples,
-    states, dicts of bindings), so the young collections its allocations set off find nothing;
-    in a plan of 10,000 shops they were a quarter of the read. Only undone if it was on."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
 def _malformed(shop: str, problem: str) -> ProviderError:
     return wire.MalformedAnswer(f"erp.binding.get: shop {shop} in the sandbox database: {problem}")
 
@@ -101,7 +87,7 @@ class SandboxProvider(Provider):
 
     def _read(self, shop_ids: list[str]) -> dict[str, ShopState | ProviderError]:
         shared: dict[tuple[object, object, object], Binding] = {}
-        with _gc_paused(), closing(self.platform.read(shop_ids)) as rows:
+        with paused_gc(), closing(self.platform.read(shop_ids)) as rows:
             return {sid: _wrap(row) if isinstance(row, PlatformError) else _state(row, shared) for sid, row in rows}
 
     def _read_one(self, shop_id: str) -> ShopState:
