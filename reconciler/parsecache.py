@@ -139,6 +139,7 @@ class ShopCache:
         text = b"\n".join([json.dumps(_header(self.context)).encode(), *self._new.values()]) + b"\n"
         with contextlib.suppress(FileError):  # a read-only config dir: the next run reads the files again
             write_atomic(self.path, text)
+        _sweep(self.path)
 
     def emptied(self) -> ShopCache:
         """The same cache with nothing read (after a corrupt entry: rebuilt by this run)."""
@@ -162,6 +163,26 @@ def _code() -> str:
         except OSError:
             h.update(name.encode() + b"\0?")  # installed without sources: the version decides
     return h.hexdigest()
+
+
+def _sweep(path: Path) -> None:
+    """Remove what a writer killed mid-write left (``.shops-v2.txt.tmp<pid>``, as big as the
+    cache) when that process is gone; a writer still running keeps its own."""
+    with contextlib.suppress(OSError):
+        for left in path.parent.glob(f".{path.name}.tmp*"):
+            pid = left.name.rsplit(".tmp", 1)[1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                left.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True   # someone else's process
+    return True
 
 
 def _header(context: str) -> dict[str, Any]:

@@ -288,3 +288,26 @@ def test_another_version_of_the_code_discards_the_cache(tmp_path: Path) -> None:
     theirs = context(copy.parent)
     assert ours != theirs
     assert context(package.parent) == ours
+
+
+def test_what_a_killed_writer_left_is_swept(tmp_path: Path) -> None:
+    """A writer killed mid-write leaves ``.shops-v2.txt.tmp<pid>`` (as big as the cache): the
+    next save removes it once that process is gone, never one of a writer still running."""
+    Agency_(tmp_path)
+    outcome(str(tmp_path), cache=True)
+    folder = tmp_path / CACHE_DIR
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait(timeout=30)
+    running = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        dead = folder / f".{CACHE_FILE}.tmp{gone.pid}"
+        live = folder / f".{CACHE_FILE}.tmp{running.pid}"
+        dead.write_bytes(b"half a cache")
+        live.write_bytes(b"being written")
+        Agency_(tmp_path).edit(("add", FILES[0], 7))  # a change, so that the cache is saved again
+        assert outcome(str(tmp_path), cache=True) == outcome(str(tmp_path), cache=False)
+        assert not dead.exists() and live.exists()
+    finally:
+        assert running.stdin is not None
+        running.stdin.close()
+        running.wait(timeout=30)
