@@ -252,7 +252,8 @@ def test_apply_never_reads_the_cache(tmp_path: Path) -> None:
 
 def test_the_cli_plan_is_the_same_with_and_without_the_cache(tmp_path: Path) -> None:
     root = tmp_path / "cfg"
-    shutil.copytree(Path(__file__).resolve().parents[1] / "configs", root)
+    # the example as in git: not the sandbox and state a run of the README may have left in configs/.reconciler
+    shutil.copytree(Path(__file__).resolve().parents[1] / "configs", root, ignore=shutil.ignore_patterns(".reconciler"))
     outs = [CliRunner().invoke(main, ["-C", str(root), "plan", "--format", "json"], env=env, catch_exceptions=False)
             for env in ({"RECONCILER_NO_CACHE": "1"}, {}, {}, {"RECONCILER_NO_CACHE": "1"})]
     assert (root / CACHE_DIR / CACHE_FILE).is_file()
