@@ -33,6 +33,9 @@ from .model import (
     ErpSpec,
     Scenario,
     Source,
+    new_binding,
+    new_shop,
+    new_source,
 )
 
 _T = "tag:yaml.org,2002:"
@@ -125,13 +128,12 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
         bindings: dict[Scenario, DesiredBinding] = {}
         if "scenarios" in f:
             declared = _pairs(f["scenarios"], _SCENARIO_KEYS)
-            said = Source(file=file, line=_line(erp_node)) if erp_node is not None else None  # shared by its bindings
+            said = new_source(file, _line(erp_node), None, None) if erp_node is not None else None  # shared by its bindings
             for key, sc in _SCENARIO.items():   # in the scenarios' order, as the step-by-step path
                 if key in declared:
                     bindings[sc] = _binding(sc, declared[key], erp, said, file, erps)
-        out.append(DesiredShop(
-            id=sid, name=name, erp=erp, protect=_bool(f["protect"]) if "protect" in f else False,
-            source=Source(file=file, line=_line(item)), bindings=bindings, labels=labels))
+        out.append(new_shop(sid, name, erp, _bool(f["protect"]) if "protect" in f else False,
+                            new_source(file, _line(item), None, None), bindings, labels, None, None))
     return out
 
 
@@ -142,7 +144,7 @@ def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Sou
     else:
         f = _pairs(node, _SCENARIO_KEYS[sc.value])
     if "erp" in f:
-        name, source = _str(f["erp"]), Source(file=file, line=_line(f["erp"]))
+        name, source = _str(f["erp"]), new_source(file, _line(f["erp"]), None, None)
     elif shop_erp is not None and shop_erp_source is not None:
         name, source = shop_erp, shop_erp_source
     else:
@@ -151,8 +153,7 @@ def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Sou
     if spec is None or (spec.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address):
         raise _NotPlain
     bss = _bool(f["buyer_self_service"]) if "buyer_self_service" in f else None
-    return DesiredBinding(
-        scenario=sc, appkey=spec.appkey, erp=name, source=source,
-        buyer_self_service=bss,
-        buyer_self_service_source=Source(file=file, line=_line(f["buyer_self_service"])) if bss is not None else None,
-        erp_detail_button=_bool(f["erp_detail_button"]) if "erp_detail_button" in f else None)
+    return new_binding(
+        sc, spec.appkey, name, source, bss,
+        new_source(file, _line(f["buyer_self_service"]), None, None) if bss is not None else None,
+        _bool(f["erp_detail_button"]) if "erp_detail_button" in f else None)

@@ -346,6 +346,84 @@ class AppCheck:
     syncs_order_status: bool = True
 
 
+# --------------------------------------------------------------------------- built in bulk
+# The hot loops (10,000s of shops a run: the parse cache, the one-pass reading of plain shop
+# files, the sandbox read) build these objects through the functions below. A frozen
+# dataclass's ``__init__`` sets each field through ``object.__setattr__`` (~2 µs an object);
+# these set the slots directly, 3× faster, and build the very same objects. Every field,
+# positionally, nothing checked (the callers have); tests/test_model.py holds them to the
+# classes' fields and ``__init__``.
+
+_new = object.__new__
+_src_file, _src_line, _src_profile, _src_at = (Source.__dict__[n].__set__ for n in ("file", "line", "profile", "profile_at"))
+(_db_scenario, _db_appkey, _db_erp, _db_source, _db_bss, _db_bss_source, _db_edb) = (
+    DesiredBinding.__dict__[n].__set__ for n in ("scenario", "appkey", "erp", "source", "buyer_self_service",
+                                                 "buyer_self_service_source", "erp_detail_button"))
+(_ds_id, _ds_name, _ds_erp, _ds_protect, _ds_source, _ds_bindings, _ds_labels, _ds_profile, _ds_protect_source) = (
+    DesiredShop.__dict__[n].__set__ for n in ("id", "name", "erp", "protect", "source", "bindings", "labels", "profile",
+                                              "protect_source"))
+_b_scenario, _b_appkey, _b_revision = (Binding.__dict__[n].__set__ for n in ("scenario", "appkey", "revision"))
+_ss_id, _ss_name, _ss_bindings, _ss_bss, _ss_dw = (
+    ShopState.__dict__[n].__set__ for n in ("shop_id", "name", "bindings", "buyer_self_service", "detail_whitelisted"))
+
+
+def new_source(file: str, line: int, profile: str | None, profile_at: str | None) -> Source:
+    o = _new(Source)
+    _src_file(o, file)
+    _src_line(o, line)
+    _src_profile(o, profile)
+    _src_at(o, profile_at)
+    return o
+
+
+def new_binding(scenario: Scenario, appkey: str | None, erp: str | None, source: Source, buyer_self_service: bool | None,
+                buyer_self_service_source: Source | None, erp_detail_button: bool | None) -> DesiredBinding:
+    o = _new(DesiredBinding)
+    _db_scenario(o, scenario)
+    _db_appkey(o, appkey)
+    _db_erp(o, erp)
+    _db_source(o, source)
+    _db_bss(o, buyer_self_service)
+    _db_bss_source(o, buyer_self_service_source)
+    _db_edb(o, erp_detail_button)
+    return o
+
+
+def new_shop(id: str, name: str | None, erp: str | None, protect: bool, source: Source,
+             bindings: dict[Scenario, DesiredBinding], labels: Mapping[str, str], profile: str | None,
+             protect_source: Source | None) -> DesiredShop:
+    o = _new(DesiredShop)
+    _ds_id(o, id)
+    _ds_name(o, name)
+    _ds_erp(o, erp)
+    _ds_protect(o, protect)
+    _ds_source(o, source)
+    _ds_bindings(o, bindings)
+    _ds_labels(o, labels)
+    _ds_profile(o, profile)
+    _ds_protect_source(o, protect_source)
+    return o
+
+
+def new_state_binding(scenario: Scenario, appkey: str, revision: int) -> Binding:
+    o = _new(Binding)
+    _b_scenario(o, scenario)
+    _b_appkey(o, appkey)
+    _b_revision(o, revision)
+    return o
+
+
+def new_state(shop_id: str, name: str | None, bindings: dict[Scenario, Binding], buyer_self_service: bool,
+              detail_whitelisted: bool) -> ShopState:
+    o = _new(ShopState)
+    _ss_id(o, shop_id)
+    _ss_name(o, name)
+    _ss_bindings(o, bindings)
+    _ss_bss(o, buyer_self_service)
+    _ss_dw(o, detail_whitelisted)
+    return o
+
+
 # --------------------------------------------------------------------------- what planning takes
 
 

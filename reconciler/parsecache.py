@@ -43,7 +43,7 @@ import yaml
 from . import __version__
 from .errors import Issue
 from .files import FileError, MiB, read_regular, write_atomic
-from .model import DesiredBinding, DesiredShop, Scenario, Source
+from .model import DesiredBinding, DesiredShop, Scenario, Source, new_binding, new_shop, new_source
 
 FORMAT = 2
 CACHE_DIR = ".reconciler/cache"
@@ -258,7 +258,7 @@ def decode(data: Any) -> FileResult:
                     or (profile is not None and type(profile) is not str)
                     or (profile_at is not None and type(profile_at) is not str)):
                 raise Corrupt
-            sources.append(Source(file=files[f], line=line, profile=profile, profile_at=profile_at))
+            sources.append(new_source(files[f], line, profile, profile_at))
         nsources = len(sources)
 
         def src(v: Any) -> Source | None:
@@ -283,14 +283,10 @@ def decode(data: Any) -> FileResult:
                         or (appkey is not None and type(appkey) is not str) or (berp is not None and type(berp) is not str)
                         or (bss is not None and type(bss) is not bool) or (edb is not None and type(edb) is not bool)):
                     raise Corrupt
-                bound[scenario] = DesiredBinding(
-                    scenario=scenario, appkey=appkey, erp=berp, source=src(bsrc),  # type: ignore[arg-type]
-                    buyer_self_service=bss, buyer_self_service_source=src(bss_src), erp_detail_button=edb)
+                bound[scenario] = new_binding(scenario, appkey, berp, src(bsrc), bss, src(bss_src), edb)  # type: ignore[arg-type]
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt
-            out.append(DesiredShop(
-                id=sid, name=name, erp=erp, protect=protect, source=src(source),  # type: ignore[arg-type]
-                bindings=bound, labels=labels, profile=profile, protect_source=src(protect_source)))
+            out.append(new_shop(sid, name, erp, protect, src(source), bound, labels, profile, src(protect_source)))  # type: ignore[arg-type]
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..errors import ProviderError
 from ..gcpause import paused_gc
-from ..model import AppCheck, Binding, Scenario, ShopState, appkey_problem
+from ..model import AppCheck, Binding, Scenario, ShopState, appkey_problem, new_state, new_state_binding
 from ..platform import PlatformError, SandboxPlatform, ShopRow
 from ..vocab import excerpt
 from . import wire
@@ -48,7 +48,7 @@ def _state(row: ShopRow, shared: dict[tuple[object, object, object], Binding]) -
             if (scenario is None or type(key) is not str or appkey_problem(key, None) is not None
                     or type(rev) is not int or rev < 0):
                 return _malformed(sid, _binding_problem(scenario, sc, key, rev))
-            binding = Binding(scenario=scenario, appkey=key, revision=rev)
+            binding = new_state_binding(scenario, key, rev)
             if len(shared) < _SHARED:
                 shared[raw] = binding
         bindings[binding.scenario] = binding
@@ -56,7 +56,7 @@ def _state(row: ShopRow, shared: dict[tuple[object, object, object], Binding]) -
         return _malformed(sid, "two bindings for one scenario")
     if name is not None and (type(name) is not str or len(name) > _NAME_MAX):
         return _malformed(sid, f"the shop's name is {f'{len(name):,} characters long' if isinstance(name, str) else 'not text'}")
-    return ShopState(shop_id=sid, name=name or None, bindings=bindings, buyer_self_service=bss, detail_whitelisted=wl)
+    return new_state(sid, name or None, bindings, bss, wl)
 
 
 def _binding_problem(scenario: Scenario | None, sc: object, key: object, rev: object) -> str:
