@@ -62,7 +62,7 @@ def appkey_problem(appkey: str, scenario: Scenario | None) -> str | None:
 # --------------------------------------------------------------------------- specs (YAML)
 
 # allow_inf_nan=False: ``timeout_s: .inf`` or ``.nan`` is an error, not a crash later.
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
 ShopId = Annotated[StrictStr, Field(pattern=f"^{SHOP_ID_RE.pattern}$")]  # pydantic's (Rust) ``$`` is the very end
 
 
@@ -165,7 +165,7 @@ class ShopSpec(BaseModel):
     erp: StrictStr | None = None
     protect: StrictBool = False
     labels: dict[StrictStr, StrictStr] = {}
-    scenarios: ScenariosSpec = ScenariosSpec()
+    scenarios: ScenariosSpec = ScenariosSpec.model_construct()  # no validator built at import
 
     _labels = field_validator("labels")(_check_labels)
 
@@ -184,7 +184,7 @@ class ProfileSpec(BaseModel):
     erp: StrictStr | None = None
     protect: StrictBool = False
     labels: dict[StrictStr, StrictStr] = {}
-    scenarios: ScenariosSpec = ScenariosSpec()
+    scenarios: ScenariosSpec = ScenariosSpec.model_construct()  # no validator built at import
 
     _labels = field_validator("labels")(_check_labels)
 

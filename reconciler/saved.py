@@ -123,7 +123,7 @@ def verify_against(plan: Plan, desired: Desired, *, force: bool) -> None:
 
 # --------------------------------------------------------------------------- saved plans
 
-_F = ConfigDict(extra="allow", strict=True)
+_F = ConfigDict(extra="allow", strict=True, defer_build=True)
 
 
 class _SavedChange(BaseModel):

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr, field_validator
 
 from .vocab import excerpt
 
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
 
 
 class SandboxSettings(BaseModel):
@@ -109,11 +109,12 @@ class StateSettings(BaseModel):
 
 
 class Settings(BaseModel):
-    """``reconciler.yaml``; every section optional."""
+    """``reconciler.yaml``; every section optional. (Defaults made with ``model_construct``:
+    an instance made at import would build the model's validator before it is needed.)"""
 
     model_config = _STRICT
-    provider: Annotated[SandboxSettings | TopSettings, Field(discriminator="kind")] = SandboxSettings()
-    safety: SafetySettings = SafetySettings()
-    apply: ApplySettings = ApplySettings()
-    history: HistorySettings = HistorySettings()
-    state: StateSettings = StateSettings()
+    provider: Annotated[SandboxSettings | TopSettings, Field(discriminator="kind")] = SandboxSettings.model_construct()
+    safety: SafetySettings = SafetySettings.model_construct()
+    apply: ApplySettings = ApplySettings.model_construct()
+    history: HistorySettings = HistorySettings.model_construct()
+    state: StateSettings = StateSettings.model_construct()

@@ -44,7 +44,7 @@ SUB_CODES: dict[str, int] = {
 
 # --------------------------------------------------------------------------- the world file
 
-_W = ConfigDict(extra="forbid", strict=True)
+_W = ConfigDict(extra="forbid", strict=True, defer_build=True)
 
 
 def _instant(value: Any) -> Any:

@@ -213,7 +213,7 @@ def _ban_seconds(text: str) -> float | None:
 class Refusal(BaseModel):
     """``error_response``: what a refusal carries (codes as numbers or digit strings)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
     code: int | None
     msg: str
     sub_code: str | None
@@ -269,7 +269,7 @@ def parse_answer(response_key: str, raw: bytes, content_encoding: str | None = N
 
 # --------------------------------------------------------------------------- 3. shape
 
-_WIRE = ConfigDict(strict=True, extra="ignore", frozen=True)
+_WIRE = ConfigDict(strict=True, extra="ignore", frozen=True, defer_build=True)
 Revision = Annotated[StrictInt, Field(ge=0, le=MAX_REVISION)]
 Text = Annotated[StrictStr, Field(max_length=1000)]
 
