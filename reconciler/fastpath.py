@@ -43,7 +43,7 @@ _STR, _BOOL, _NULL, _MAP, _SEQ = _T + "str", _T + "bool", _T + "null", _T + "map
 _ROOT_KEYS = frozenset({"shops"})
 _SHOP_KEYS = frozenset({"id", "name", "erp", "protect", "labels", "scenarios"})
 # the keys a scenario may hold here, by scenario (the spec models' fields but appkey and state)
-_SCENARIO_KEYS = {
+SCENARIO_KEYS = {
     Scenario.intercept_shipment.value: frozenset({"erp"}),
     Scenario.modify_address.value: frozenset({"erp", "buyer_self_service"}),
     Scenario.order_status.value: frozenset({"erp", "erp_detail_button"}),
@@ -55,35 +55,35 @@ _BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "o
 _Scalar, _Mapping, _Sequence = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
-class _NotPlain(Exception):
+class NotPlain(Exception):
     """The file needs the step-by-step path."""
 
 
 def _pairs(node: Any, allowed: frozenset[str] | dict[str, Any] | None) -> dict[str, Any]:
     """A mapping node's values by key: only plain string keys, no duplicates, only ``allowed``."""
     if type(node) is not _Mapping or node.tag != _MAP:
-        raise _NotPlain
+        raise NotPlain
     out: dict[str, Any] = {}
     for k, v in node.value:
         if type(k) is not _Scalar or k.tag != _STR:
-            raise _NotPlain
+            raise NotPlain
         key = k.value
         if key in out or (allowed is not None and key not in allowed):
-            raise _NotPlain
+            raise NotPlain
         out[key] = v
     return out
 
 
 def _str(node: Any) -> str:
     if type(node) is not _Scalar or node.tag != _STR:
-        raise _NotPlain
+        raise NotPlain
     value: str = node.value
     return value
 
 
 def _bool(node: Any) -> bool:
     if type(node) is not _Scalar or node.tag != _BOOL:
-        raise _NotPlain
+        raise NotPlain
     return _BOOLS[node.value.lower()]
 
 
@@ -96,7 +96,7 @@ def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] |
     """The resolved shops of a plain shop file (its composed root node), or None."""
     try:
         return _shops(node, file, erps)
-    except (_NotPlain, KeyError, AttributeError):
+    except (NotPlain, KeyError, AttributeError):
         return None
 
 
@@ -104,30 +104,20 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
     root = _pairs(node, _ROOT_KEYS)
     items = root.get("shops")
     if type(items) is not _Sequence or items.tag != _SEQ:
-        raise _NotPlain
+        raise NotPlain
     out: list[DesiredShop] = []
     ids: set[str] = set()
     for item in items.value:
         f = _pairs(item, _SHOP_KEYS)
         sid = _str(f["id"])
-        if not SHOP_ID_RE.fullmatch(sid) or sid in ids:
-            raise _NotPlain
-        ids.add(sid)
         name = _str(f["name"]) if "name" in f else None
         erp_node = f.get("erp")
         erp = _str(erp_node) if erp_node is not None else None
-        labels: dict[str, str] = {}
-        if "labels" in f:
-            for k, v in _pairs(f["labels"], None).items():
-                value = _str(v)
-                if not LABEL_KEY_RE.fullmatch(k) or not (0 < len(value) <= LABEL_VALUE_MAX and value.isprintable()):
-                    raise _NotPlain
-                labels[k] = value
-        if erp is not None and erp not in erps:
-            raise _NotPlain  # an unknown ERP: an error, said by the step-by-step path
+        labels = {k: check_label(k, _str(v)) for k, v in _pairs(f["labels"], None).items()} if "labels" in f else {}
+        check_shop(sid, erp, ids, erps)
         bindings: dict[Scenario, DesiredBinding] = {}
         if "scenarios" in f:
-            declared = _pairs(f["scenarios"], _SCENARIO_KEYS)
+            declared = _pairs(f["scenarios"], SCENARIO_KEYS)
             said = new_source(file, _line(erp_node), None, None) if erp_node is not None else None  # shared by its bindings
             for key, sc in _SCENARIO.items():   # in the scenarios' order, as the step-by-step path
                 if key in declared:
@@ -142,18 +132,43 @@ def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Sou
     if type(node) is _Scalar and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
         f: dict[str, Any] = {}   # ``intercept_shipment:`` means ``intercept_shipment: {}``
     else:
-        f = _pairs(node, _SCENARIO_KEYS[sc.value])
+        f = _pairs(node, SCENARIO_KEYS[sc.value])
     if "erp" in f:
         name, source = _str(f["erp"]), new_source(file, _line(f["erp"]), None, None)
     elif shop_erp is not None and shop_erp_source is not None:
         name, source = shop_erp, shop_erp_source
     else:
-        raise _NotPlain  # no ERP to bind: an error
-    spec = erps.get(name)
-    if spec is None or (spec.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address):
-        raise _NotPlain
+        raise NotPlain  # no ERP to bind: an error
     bss = _bool(f["buyer_self_service"]) if "buyer_self_service" in f else None
-    return new_binding(
-        sc, spec.appkey, name, source, bss,
-        new_source(file, _line(f["buyer_self_service"]), None, None) if bss is not None else None,
-        _bool(f["erp_detail_button"]) if "erp_detail_button" in f else None)
+    return binding(sc, name, source, bss,
+                   new_source(file, _line(f["buyer_self_service"]), None, None) if bss is not None else None,
+                   _bool(f["erp_detail_button"]) if "erp_detail_button" in f else None, erps)
+
+
+# --------------------------------------------------------------------------- the rules (``scan`` uses them too)
+
+
+def check_shop(sid: str, erp: str | None, ids: set[str], erps: dict[str, ErpSpec]) -> None:
+    """A shop's id (of digits, once in the file, added to ``ids``) and its ERP (in the catalog)."""
+    if not SHOP_ID_RE.fullmatch(sid) or sid in ids:
+        raise NotPlain
+    ids.add(sid)
+    if erp is not None and erp not in erps:
+        raise NotPlain  # an unknown ERP: an error, said by the step-by-step path
+
+
+def check_label(key: str, value: str) -> str:
+    """A label's value, when the key and value are ones the spec takes."""
+    if not LABEL_KEY_RE.fullmatch(key) or not (0 < len(value) <= LABEL_VALUE_MAX and value.isprintable()):
+        raise NotPlain
+    return value
+
+
+def binding(sc: Scenario, erp: str, source: Source, buyer_self_service: bool | None,
+            buyer_self_service_source: Source | None, erp_detail_button: bool | None,
+            erps: dict[str, ErpSpec]) -> DesiredBinding:
+    """A scenario bound to a catalog ERP (virtualAppKey only for modify_address)."""
+    spec = erps.get(erp)
+    if spec is None or (spec.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address):
+        raise NotPlain
+    return new_binding(sc, spec.appkey, erp, source, buyer_self_service, buyer_self_service_source, erp_detail_button)

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import fastpath
+from . import fastpath, scan
 from .errors import Issue
 from .located import load_file, valid_or_none, validate_file
 from .model import DesiredShop, ProfilesFile, ProfileSpec, ShopsFile, ShopSpec
@@ -265,16 +265,24 @@ def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: Pr
                     seen: dict[str, str], issues: list[Issue]) -> FileResult | None:
     """One shop file's resolved shops and what the checks across files need (its warnings are
     added by the caller); None when it cannot be read as YAML at all."""
-    composed, found = compose(raw, display)
-    issues += found
+    plain = scan.shops(raw, display, erps.specs) if erps is not None and not erps.broken else None
+    composed = None
+    if plain is None:   # not in the plain line form: YAML
+        composed, found = compose(raw, display)
+        issues += found
+        if composed is None:
+            return None
+        if erps is not None and not erps.broken:
+            plain = fastpath.shops(composed.node, display, erps.specs)
+    if plain is not None and not any(s.id in seen for s in plain):  # (a duplicate: said by the step-by-step path)
+        for s in plain:
+            seen[s.id] = f"{display}:{s.source.line}"
+        return FileResult(plain, [(s.id, seen[s.id]) for s in plain], [], [])
     if composed is None:
-        return None
-    if erps is not None and not erps.broken:
-        plain = fastpath.shops(composed.node, display, erps.specs)
-        if plain is not None and not any(s.id in seen for s in plain):  # (a duplicate: said by the step-by-step path)
-            for s in plain:
-                seen[s.id] = f"{display}:{s.source.line}"
-            return FileResult(plain, [(s.id, seen[s.id]) for s in plain], [], [])
+        composed, found = compose(raw, display)
+        issues += found
+        if composed is None:
+            return None
     doc, found = document(composed, display)
     issues += found
     by_name = profiles.by_name if profiles is not None else None
