@@ -9,9 +9,12 @@ is then loaded), but ``--help`` lists only what the table names."""
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+import threading
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -155,3 +158,34 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, 
         import logging
 
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+
+
+def run() -> NoReturn:
+    """The console script (and ``python -m reconciler``): ``main``, then a quick exit.
+
+    A plan of 10,000 shops ends holding a few hundred thousand objects; the interpreter's own
+    exit frees every one of them (~40 ms at 10,000 shops, ~0.4 s at 100,000) before the
+    process ends and the memory goes anyway. Once the command has finished — only the main
+    thread left, the exit handlers run (logging, temporary files), stdout and stderr flushed
+    — the process ends with ``os._exit`` and the same exit code. A command that leaves a
+    thread running, or output that cannot be flushed (a closed pipe), exits the usual way.
+    Nothing is pending by then: every write was committed as it was made (as after a kill)."""
+    try:
+        main()
+    except SystemExit as e:
+        code = e.code
+    else:  # (standalone click always exits)
+        code = 0
+    if threading.active_count() > 1:
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    if not isinstance(code, int) and code is not None:
+        print(code, file=sys.stderr)
+        code = 1
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:   # (None: started with it closed)
+                stream.flush()
+    except (OSError, ValueError):
+        sys.exit(code)   # Python says what failed, as before
+    os._exit(code or 0)
