@@ -110,14 +110,15 @@ def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | No
 
 
 def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None, today: date | None = None,
-                cache: bool = False) -> Config:
+                cache: bool = False, background: bool = False) -> Config:
     """Read and validate the whole directory; raise ConfigError with every problem found.
 
     ``shops`` limits the *result* to those shop ids; the whole directory is still
     validated (a duplicate id in another file is an error either way). ``today`` (China
     time; default ``clock.today()``) is the day waivers are judged on. ``cache``: take the
     results of unchanged shop files from the parse cache, and keep this run's there
-    (``parsecache``; the result is the same either way).
+    (``parsecache``; the result is the same either way), written in a forked child with
+    ``background`` (``parsecache.finish()`` waits for it).
     """
     root = Path(config_dir)
     shown = str(config_dir)
@@ -134,7 +135,7 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
             store = store.emptied()
             settings, catalog, profiles, desired, seen, issues = _read_all(root, shown, store)
         if store is not None:
-            store.save()
+            store.save(background=background)
         if profiles is not None:
             issues += profiles.said()
         waivers = _read_waivers(root, shown, seen, day, issues)

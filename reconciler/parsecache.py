@@ -23,7 +23,10 @@ It never changes a result:
   saved plan is verified against the files (a poisoned cache can at worst mislead a report).
 
 ``RECONCILER_NO_CACHE=1`` turns it off. Writing it is best effort: a read-only config dir
-just goes without.
+just goes without. The commands write it in the background — a forked child encodes and
+writes it on the other core while the command plans — and wait for that child before they
+end, so the file is whole when the command returns (without ``fork``, or with other threads
+running, it is written in place).
 """
 
 from __future__ import annotations
@@ -33,7 +36,8 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,7 +93,7 @@ class ShopCache:
         self.path = path
         self.context = context
         self._old = lines                          # rel → (digest, the line as read): bytes, decoded when used
-        self._new: dict[str, bytes] = {}           # what this run keeps: only files that exist now
+        self._new: dict[str, bytes | tuple[str, str, FileResult]] = {}  # what this run keeps: only files that exist now
         self._changed = False
 
     @classmethod
@@ -128,15 +132,24 @@ class ShopCache:
         return result
 
     def put(self, rel: str, sha: str, result: FileResult) -> None:
-        self._new[rel] = "\t".join((json.dumps(rel), sha, json.dumps(encode(result), ensure_ascii=False,
-                                                                        separators=(",", ":")))).encode()
+        self._new[rel] = (rel, sha, result)   # encoded when written (in the background writer)
         self._changed = True
 
-    def save(self) -> None:
-        """Write what this run saw, when it differs from what was read (best effort)."""
+    def save(self, *, background: bool = False) -> None:
+        """Write what this run saw, when it differs from what was read (best effort).
+
+        ``background``: in a forked child, on the other core, while this process goes on
+        (plans the shops); ``finish()`` waits for it. Without ``fork``, or with other threads
+        running (a fork copies only this one), it is written here and now."""
         if not self._changed and self._new.keys() == self._old.keys():
             return
-        text = b"\n".join([json.dumps(_header(self.context)).encode(), *self._new.values()]) + b"\n"
+        if background and _forked(self._write):
+            return
+        self._write()
+
+    def _write(self) -> None:
+        lines = [line if type(line) is bytes else _line(*line) for line in self._new.values()]
+        text = b"\n".join([json.dumps(_header(self.context)).encode(), *lines]) + b"\n"
         with contextlib.suppress(FileError):  # a read-only config dir: the next run reads the files again
             write_atomic(self.path, text)
         _sweep(self.path)
@@ -163,6 +176,45 @@ def _code() -> str:
         except OSError:
             h.update(name.encode() + b"\0?")  # installed without sources: the version decides
     return h.hexdigest()
+
+
+def _line(rel: str, sha: str, result: FileResult) -> bytes:
+    return "\t".join((json.dumps(rel), sha, json.dumps(encode(result), ensure_ascii=False, separators=(",", ":"),
+                                                       check_circular=False))).encode()
+
+
+_writers: list[int] = []   # forked cache writers not yet waited for
+
+
+def _forked(write: Callable[[], None]) -> bool:
+    """Run ``write`` in a forked child (nothing inherited is used but the results in memory:
+    stdin, stdout and stderr become /dev/null, the exit is ``os._exit``); False when not forked."""
+    if not hasattr(os, "fork") or threading.active_count() > 1:
+        return False
+    try:
+        pid = os.fork()
+    except OSError:
+        return False
+    if pid:
+        _writers.append(pid)
+        return True
+    code = 1
+    try:
+        null = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(null, fd)
+        write()
+        code = 0
+    finally:
+        os._exit(code)   # whatever happened (a signal, an error): no cache, and nothing else of the parent's runs
+
+
+def finish() -> None:
+    """Wait for the cache writers this process forked (a command waits before it ends)."""
+    while _writers:
+        pid = _writers.pop()
+        with contextlib.suppress(ChildProcessError, InterruptedError):
+            os.waitpid(pid, 0)
 
 
 def _sweep(path: Path) -> None:
@@ -208,15 +260,22 @@ def context_bytes(path: Path) -> bytes | None:
 
 def encode(r: FileResult) -> list[Any]:
     files: dict[str, int] = {}
-    sources: dict[Source, int] = {}
+    index: dict[int, int] = {}    # a source object's number, by its id (r holds them all meanwhile; hashing each is slow)
+    sources: list[Source] = []
 
     def src(s: Source | None) -> int | None:
-        return None if s is None else sources.setdefault(s, len(sources))
+        if s is None:
+            return None
+        n = index.get(id(s))
+        if n is None:
+            n = index[id(s)] = len(sources)
+            sources.append(s)
+        return n
 
     shops = [[s.id, s.name, s.erp, s.protect, src(s.source),
-              [[b.scenario.value, b.appkey, b.erp, src(b.source), b.buyer_self_service, src(b.buyer_self_service_source),
-                b.erp_detail_button] for b in s.bindings.values()],
-              dict(s.labels), s.profile, src(s.protect_source)] for s in r.shops]
+              [[b.scenario, b.appkey, b.erp, src(b.source), b.buyer_self_service, src(b.buyer_self_service_source),
+                b.erp_detail_button] for b in s.bindings.values()],   # (a Scenario is its str value)
+              s.labels, s.profile, src(s.protect_source)] for s in r.shops]
     table = [[files.setdefault(s.file, len(files)), s.line, s.profile, s.profile_at] for s in sources]
     warnings = [[i.file, i.line, i.column, i.path, i.message, i.severity] for i in r.warnings]
     return [list(files), table, shops, [list(x) for x in r.seen], [list(x) for x in r.users], warnings]

@@ -108,6 +108,14 @@ class _Group(click.Group):
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
+            return self._invoke(ctx)
+        finally:
+            parsecache = sys.modules.get("reconciler.parsecache")
+            if parsecache is not None:
+                parsecache.finish()   # the parse cache written in the background (never imported to ask)
+
+    def _invoke(self, ctx: click.Context) -> Any:
+        try:
             return super().invoke(ctx)
         except click.UsageError as e:
             if isinstance(e, _UsageError):

@@ -71,7 +71,8 @@ def use_cache(ctx: click.Context) -> bool:
 
 def load(ctx: click.Context, shops: tuple[str, ...] = (), shard: Shard | None = None) -> Config:
     """The validated config (warnings go to stderr), limited to a shard; ConfigError propagates."""
-    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None, cache=use_cache(ctx))
+    cache = use_cache(ctx)
+    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None, cache=cache, background=cache)
     for w in config.warnings:
         err(str(w))
     return in_shard(config, shard)

@@ -98,7 +98,7 @@ def validate(ctx: click.Context, fmt: str) -> None:
         click.echo(_valid_line(load(ctx)))
         return
     try:
-        config: Config | None = load_config(state(ctx).config_dir, cache=use_cache(ctx))
+        config: Config | None = load_config(state(ctx).config_dir, cache=use_cache(ctx), background=use_cache(ctx))
         issues = list(config.warnings) if config is not None else []
     except ConfigError as e:
         config, issues = None, list(e.issues)

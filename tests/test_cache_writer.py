@@ -1,0 +1,119 @@
+"""The parse cache written in the background (``ShopCache.save(background=True)``, what the
+read-only commands do): a forked child writes what a write in place writes, byte for byte;
+the command waits for it before it ends (no child left, the file whole when the command
+returns); the child never writes to the command's output; with another thread running, or
+where the cache cannot be written, the run is what it would be without it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from clikit import cli_env, command
+from test_parse_cache import FILES, TODAY, Agency_, outcome
+
+from reconciler import parsecache
+from reconciler.cli import main
+from reconciler.config import load_config
+from reconciler.parsecache import CACHE_DIR, CACHE_FILE
+
+
+def written_in_place(root: Path) -> bytes:
+    path = root / CACHE_DIR / CACHE_FILE
+    path.unlink(missing_ok=True)
+    load_config(str(root), cache=True)
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def test_a_forked_writer_writes_what_a_write_in_place_writes(tmp_path: Path) -> None:
+    Agency_(tmp_path)
+    expected = written_in_place(tmp_path)
+    load_config(str(tmp_path), cache=True, background=True)
+    assert len(parsecache._writers) == 1   # forked, not yet waited for
+    pid = parsecache._writers[0]
+    parsecache.finish()
+    assert parsecache._writers == []
+    with pytest.raises(ChildProcessError):   # reaped: no child left behind
+        os.waitpid(pid, os.WNOHANG)
+    assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
+    assert outcome(str(tmp_path), cache=True) == outcome(str(tmp_path), cache=False)
+
+
+def test_with_another_thread_running_it_is_written_in_place(tmp_path: Path) -> None:
+    """A fork copies only the thread that forks: with another one running, no fork."""
+    Agency_(tmp_path)
+    expected = written_in_place(tmp_path)
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        load_config(str(tmp_path), cache=True, background=True)
+        assert parsecache._writers == []
+        assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
+    finally:
+        release.set()
+        other.join()
+
+
+def test_where_the_cache_cannot_be_written_the_writer_goes_without(tmp_path: Path) -> None:
+    Agency_(tmp_path)
+    (tmp_path / ".reconciler").write_text("not a folder", encoding="utf-8")
+    expected = outcome(str(tmp_path), cache=False)
+    c = load_config(str(tmp_path), cache=True, background=True, today=TODAY)
+    parsecache.finish()
+    assert ("ok", c.shops, c.warnings, c.managed_total, c.waivers, sorted(c.profiles)) == expected
+    assert (tmp_path / ".reconciler").read_text(encoding="utf-8") == "not a folder"
+
+
+# a command run after something sits unflushed in this process's stdout: a child that
+# flushed what it inherited would print it twice
+UNFLUSHED = """
+import sys
+sys.stdout.write("written before the command\\n")
+sys.argv = ["reconciler", *sys.argv[1:]]
+from reconciler.cli import run
+run()
+"""
+
+
+def test_a_real_plan_leaves_the_whole_cache_and_only_its_own_output(tmp_path: Path) -> None:
+    Agency_(tmp_path)
+    (tmp_path / "reconciler.yaml").write_text("provider: {kind: sandbox, path: .reconciler/sandbox.db}\n", encoding="utf-8")
+    expected = written_in_place(tmp_path)
+    env = {k: v for k, v in cli_env().items() if k != "PYTHONUNBUFFERED"}   # stdout block-buffered, as in a pipe
+    plain = subprocess.run([*command(), "-C", str(tmp_path), "plan"], capture_output=True, text=True, timeout=120,
+                           env={**env, "RECONCILER_NO_CACHE": "1"}, check=False)
+    assert plain.returncode == 1 and "does not exist" in plain.stdout, plain.stderr   # (an empty sandbox: every shop an error)
+    cached = subprocess.run([sys.executable, "-c", UNFLUSHED, "-C", str(tmp_path), "plan"], capture_output=True, text=True,
+                            timeout=120, env=env, check=False)
+    assert (cached.returncode, cached.stderr) == (plain.returncode, plain.stderr)
+    assert cached.stdout == "written before the command\n" + plain.stdout
+    assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected   # whole when the process ended
+    assert not list((tmp_path / CACHE_DIR).glob(".*.tmp*"))
+    assert len(FILES) + 1 == len(expected.splitlines())
+
+
+def test_the_command_waits_for_a_slow_writer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A writer slower than the command (here: half a second before it writes): the command
+    returns only once the cache is whole."""
+    Agency_(tmp_path)
+    (tmp_path / "reconciler.yaml").write_text("provider: {kind: sandbox, path: .reconciler/sandbox.db}\n", encoding="utf-8")
+    expected = written_in_place(tmp_path)
+    real = parsecache.write_atomic
+
+    def slow(path: Path, text: str | bytes) -> None:   # runs in the forked child
+        time.sleep(0.5)
+        real(path, text)
+
+    monkeypatch.setattr(parsecache, "write_atomic", slow)
+    r = CliRunner().invoke(main, ["-C", str(tmp_path), "validate"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
