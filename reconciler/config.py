@@ -30,17 +30,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from . import clock
+from . import clock, settings
 from .errors import ConfigError, Issue
 from .located import load_file, valid_or_none, validate_file
-from .model import Desired, DesiredShop, ErpsFile, ErpSpec, ProfileSpec, Settings, Source, Waiver, WaiversFile, names_by_appkey
+from .model import Desired, DesiredShop, Erp, Source, Waiver, names_by_appkey
 from .parsecache import ShopCache, context_bytes
 from .resolve import At, Catalog, check_appkey
 from .resolve import Sink as _Sink
+from .settings import Settings
 from .shopdir import PROFILES_FILE, Again, Profiles, add_error, display_path, has_bad, read_profiles, read_shops
 from .shopdir import SHOPS_DIR as SHOPS_DIR  # the CLI's import names the folder
 from .yamlio import PathT, paused_gc
+
+if TYPE_CHECKING:
+    from .specs import ProfileSpec
 
 SETTINGS_FILE = "reconciler.yaml"
 ERPS_FILE = "erps.yaml"
@@ -55,7 +60,7 @@ class Config:
 
     dir: Path
     settings: Settings
-    erps: dict[str, ErpSpec]
+    erps: dict[str, Erp]
     shops: list[DesiredShop]
     warnings: list[Issue] = field(default_factory=list)
     settings_file: str | None = None
@@ -101,12 +106,19 @@ def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | No
     p = root / SETTINGS_FILE
     if not p.exists() and not p.is_symlink():
         return Settings()
+    start = len(issues)
     doc = load_file(p, display_path(shown, SETTINGS_FILE), issues)
     if doc is None:
         return None
     if doc.data is None:
         return Settings()
-    return validate_file(doc, Settings, None, issues)
+    plain = settings.plain(doc.data) if len(issues) == start else None
+    if plain is not None:
+        return plain
+    from . import specs
+
+    spec = validate_file(doc, specs.Settings, None, issues)
+    return settings.from_spec(spec) if spec is not None else None
 
 
 def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = None, today: date | None = None,
@@ -175,28 +187,55 @@ def _read_erps(root: Path, shown: str, issues: list[Issue]) -> Catalog | None:
     if not p.exists() and not p.is_symlink():
         issues.append(Issue(display, 0, 0, "", "missing: the ERP catalog is required (erps: {name: {name: ..., appkey: \"...\"}})"))
         return None
+    start = len(issues)
     doc = load_file(p, display, issues)
     if doc is None:
         return None
-    parsed = validate_file(doc, ErpsFile, "erps", issues)
-    if parsed is not None:
-        specs = dict(parsed.erps)
-        broken: set[str] = set()
-    else:
-        # Keep checking the shops against the entries that are valid.
-        raw = doc.data.get("erps") if isinstance(doc.data, dict) else None
-        if not isinstance(raw, dict):
-            return None
-        specs = {}
-        for name, entry in raw.items():
-            spec = valid_or_none(ErpSpec, entry)
-            if spec is not None and not has_bad(doc, ("erps", name)):
-                specs[name] = spec
-        broken = set(raw) - set(specs)
+    broken: set[str] = set()
+    specs = _plain_erps(doc.data) if len(issues) == start else None
+    if specs is None:
+        from .specs import ErpsFile, ErpSpec
+
+        parsed = validate_file(doc, ErpsFile, "erps", issues)
+        if parsed is not None:
+            specs = {name: Erp(e.name, e.appkey) for name, e in parsed.erps.items()}
+        else:
+            # Keep checking the shops against the entries that are valid.
+            raw = doc.data.get("erps") if isinstance(doc.data, dict) else None
+            if not isinstance(raw, dict):
+                return None
+            specs = {}
+            for name, entry in raw.items():
+                spec = valid_or_none(ErpSpec, entry)
+                if spec is not None and not has_bad(doc, ("erps", name)):
+                    specs[name] = Erp(spec.name, spec.appkey)
+            broken = set(raw) - set(specs)
     sink = _Sink(issues)
-    for name, spec in specs.items():
-        check_appkey(sink, At(doc, ("erps", name, "appkey")), spec.appkey, None)
+    for name, erp in specs.items():
+        check_appkey(sink, At(doc, ("erps", name, "appkey")), erp.appkey, None)
     return Catalog(specs, frozenset(broken))
+
+
+def _plain_erps(data: Any) -> dict[str, Erp] | None:
+    """The catalog of an ``erps.yaml`` that is plainly valid — ``erps:`` and under it names,
+    each with a string ``appkey`` and a string (or null) ``name``, nothing else — without
+    pydantic; None for anything else (``specs.ErpsFile`` says what is wrong). What
+    ``ErpsFile`` validates to, entry for entry (tests/test_plain_readers.py)."""
+    erps = data.get("erps") if type(data) is dict and len(data) == 1 else None
+    if type(erps) is not dict:
+        return None
+    out: dict[str, Erp] = {}
+    for name, entry in erps.items():
+        if type(name) is not str or type(entry) is not dict or not entry.keys() <= _ERP_KEYS:
+            return None
+        appkey, shown = entry.get("appkey"), entry.get("name")
+        if type(appkey) is not str or (shown is not None and type(shown) is not str):
+            return None
+        out[name] = Erp(shown, appkey)
+    return out
+
+
+_ERP_KEYS = frozenset({"name", "appkey"})
 
 
 # --------------------------------------------------------------------------- waivers
@@ -212,6 +251,8 @@ def _read_waivers(root: Path, shown: str, shop_ids: set[str], today: date, issue
     doc = load_file(p, display_path(shown, WAIVERS_FILE), issues)
     if doc is None:
         return []
+    from .specs import WaiversFile
+
     parsed = validate_file(doc, WaiversFile, "waivers", issues)
     if parsed is None:
         return []

@@ -15,19 +15,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import ConfigError, Issue, ReconcilerError
 from .located import load_document
-from .model import DEFAULT_METHODS, SandboxSettings, Settings, TopSettings
-from .platform import SandboxPlatform, World
+from .platform import SandboxPlatform
 from .providers import Provider, RetryPolicy, SandboxProvider
 from .secrets import from_store, read_secret, read_sessions, secret_file_warnings
+from .settings import DEFAULT_METHODS, SandboxSettings, Settings, TopSettings
+
+if TYPE_CHECKING:
+    from .world import World
 
 STORE_SOURCE = "the state store (reconciler auth status)"
 
 
 def read_world(path: Path, display: str | None = None) -> World:
     """A world file, validated like the config (every error with file:line:column)."""
+    from .world import World  # (pydantic: only when a world file is loaded)
+
     world = load_document(path, display or str(path), World, None, subject="the world file")
     assert isinstance(world, World)
     return world

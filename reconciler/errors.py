@@ -101,3 +101,12 @@ def mask(text: str, secrets: Iterable[str] = (), limit: int = 300) -> str:
     text = _SECRETISH.sub(lambda m: m.group(1) + m.group(2) + "***", text)
     text = _URL_PASSWORD.sub(r"\1***@", text)
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+class MalformedAnswer(ProviderError):
+    """The gateway's answer is not one the contract allows (too large, not JSON, too deep,
+    numbers out of range, a value of the wrong type or a write that does not confirm)."""
+
+
+class WrongShop(MalformedAnswer):
+    """An ``erp.binding.get`` answer about another shop than the one asked for."""

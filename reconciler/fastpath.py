@@ -30,7 +30,7 @@ from .model import (
     VIRTUAL_APPKEY,
     DesiredBinding,
     DesiredShop,
-    ErpSpec,
+    Erp,
     Scenario,
     Source,
     new_binding,
@@ -92,7 +92,7 @@ def _line(node: Any) -> int:
     return line + 1
 
 
-def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] | None:
+def shops(node: Any, file: str, erps: dict[str, Erp]) -> list[DesiredShop] | None:
     """The resolved shops of a plain shop file (its composed root node), or None."""
     try:
         return _shops(node, file, erps)
@@ -100,7 +100,7 @@ def shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] |
         return None
 
 
-def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
+def _shops(node: Any, file: str, erps: dict[str, Erp]) -> list[DesiredShop]:
     root = _pairs(node, _ROOT_KEYS)
     items = root.get("shops")
     if type(items) is not _Sequence or items.tag != _SEQ:
@@ -128,7 +128,7 @@ def _shops(node: Any, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop]:
 
 
 def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Source | None, file: str,
-             erps: dict[str, ErpSpec]) -> DesiredBinding:
+             erps: dict[str, Erp]) -> DesiredBinding:
     if type(node) is _Scalar and node.tag == _NULL and node.value in ("", "~", "null", "Null", "NULL"):
         f: dict[str, Any] = {}   # ``intercept_shipment:`` means ``intercept_shipment: {}``
     else:
@@ -148,7 +148,7 @@ def _binding(sc: Scenario, node: Any, shop_erp: str | None, shop_erp_source: Sou
 # --------------------------------------------------------------------------- the rules (``scan`` uses them too)
 
 
-def check_shop(sid: str, erp: str | None, ids: set[str], erps: dict[str, ErpSpec]) -> None:
+def check_shop(sid: str, erp: str | None, ids: set[str], erps: dict[str, Erp]) -> None:
     """A shop's id (of digits, once in the file, added to ``ids``) and its ERP (in the catalog)."""
     if not SHOP_ID_RE.fullmatch(sid) or sid in ids:
         raise NotPlain
@@ -166,7 +166,7 @@ def check_label(key: str, value: str) -> str:
 
 def binding(sc: Scenario, erp: str, source: Source, buyer_self_service: bool | None,
             buyer_self_service_source: Source | None, erp_detail_button: bool | None,
-            erps: dict[str, ErpSpec]) -> DesiredBinding:
+            erps: dict[str, Erp]) -> DesiredBinding:
     """A scenario bound to a catalog ERP (virtualAppKey only for modify_address)."""
     spec = erps.get(erp)
     if spec is None or (spec.appkey == VIRTUAL_APPKEY and sc is not Scenario.modify_address):

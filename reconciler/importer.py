@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .model import SCENARIOS, VIRTUAL_APPKEY, ErpSpec, Scenario, ShopState, names_by_appkey
+from .model import SCENARIOS, VIRTUAL_APPKEY, Erp, Scenario, ShopState, names_by_appkey
 
 _PLAIN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _RESERVED = {"y", "yes", "n", "no", "true", "false", "on", "off", "null"}
@@ -74,7 +74,7 @@ class ImportedShop:
         return [str(s.settings["appkey"]) for s in self.scenarios if s.comment and "appkey" in s.settings]
 
 
-def import_shop(state: ShopState, erps: Mapping[str, ErpSpec]) -> ImportedShop:
+def import_shop(state: ShopState, erps: Mapping[str, Erp]) -> ImportedShop:
     """The config entry that describes ``state`` exactly."""
     by_key = names_by_appkey(erps)
     bound = [(sc, state.bindings[sc].appkey) for sc in SCENARIOS if sc in state.bindings]

@@ -18,16 +18,17 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, TypeVar
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError, Issue
-from .model import TopSettings
 from .vocab import WHOLE_FILE, excerpt
 from .yamlio import Document, PathT, load, number_text, path_str, paused_gc, read_as
 
-M = TypeVar("M", bound=BaseModel)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+# pydantic is imported by the functions that validate (most runs of a plain configuration never do).
+M = TypeVar("M", bound="BaseModel")
 
 
 def _strip(tp: Any) -> Any:
@@ -45,6 +46,12 @@ def _strip(tp: Any) -> Any:
             return tp
 
 
+def _BaseModel() -> type[BaseModel]:
+    from pydantic import BaseModel
+
+    return BaseModel
+
+
 def _kinds(model: type[BaseModel]) -> tuple[Any, ...]:
     f = model.model_fields.get("kind")
     return typing.get_args(_strip(f.annotation)) if f is not None else ()
@@ -57,10 +64,10 @@ def _as_model(tp: Any, data: Any) -> type[BaseModel] | None:
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         kind = data.get("kind") if isinstance(data, dict) else None
         for m in typing.get_args(tp):
-            if isinstance(m, type) and issubclass(m, BaseModel) and kind in _kinds(m):
+            if isinstance(m, type) and issubclass(m, _BaseModel()) and kind in _kinds(m):
                 return m
         return None
-    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+    return tp if isinstance(tp, type) and issubclass(tp, _BaseModel()) else None
 
 
 def _model_at(root: type[BaseModel], path: PathT, data: Any) -> type[BaseModel] | None:
@@ -189,6 +196,12 @@ _BOUNDS = {"greater_than_equal": ("at least", "ge"), "less_than_equal": ("at mos
            "greater_than": ("greater than", "gt"), "less_than": ("less than", "lt")}
 
 
+def _top() -> type[BaseModel]:
+    from .specs import TopSettings
+
+    return TopSettings
+
+
 def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None) -> tuple[PathT, str, bool]:
     """A user's message for one pydantic error: (path, message, point at the key rather than the value)."""
     kind = err["type"]
@@ -203,7 +216,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
             return path, "buyer_self_service applies to modify_address only", True
         if key == "erp_detail_button":
             return path, "erp_detail_button applies to order_status only", True
-        if key in _SECRET_KEYS and model is TopSettings:
+        if key in _SECRET_KEYS and model is _top():
             return path, (f"unknown key {excerpt(key)}: secrets never go in the configuration; name the environment variable"
                           " (app_secret_env, sessions_env) or the file (app_secret_file, sessions_file) that holds them"), True
         allowed = sorted(model.model_fields) if model else []
@@ -260,6 +273,8 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
 
 
 def _validate(doc: Document, model: type[M], issues: list[Issue]) -> M | None:
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(doc.data)
     except ValidationError as e:
@@ -282,6 +297,8 @@ def _validate(doc: Document, model: type[M], issues: list[Issue]) -> M | None:
 
 def valid_or_none(model: type[M], data: Any) -> M | None:
     """``data`` validated, or None (its errors were reported by the whole file's validation)."""
+    from pydantic import ValidationError
+
     try:
         return model.model_validate(data)
     except ValidationError:

@@ -1,8 +1,10 @@
-"""Frozen models: what the configuration declares and what the platform holds.
+"""Frozen models: what the configuration resolves to and what the platform holds.
 
-Two families live here. The *spec* models mirror the YAML files one to one (strict: no
-coercion, no unknown keys) and are what ``config`` validates. The *state* models are what
-providers return and what ``plan`` compares against: plain, hashable, provider-neutral.
+The resolved *desired* state (shops, bindings, where each was said) is what ``config``
+builds from the YAML files; the *state* models are what providers return and what ``plan``
+compares against: plain, hashable, provider-neutral. No pydantic here: the *spec* models
+that mirror the YAML files one to one, and validate them, are ``specs`` (imported only when
+a file needs them), the settings ``settings``.
 """
 
 from __future__ import annotations
@@ -10,22 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date
 from enum import StrEnum
-from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, StrictBool, StrictStr, field_validator, model_validator
-
-from .settings import DEFAULT_METHODS as DEFAULT_METHODS  # reconciler.yaml's models: settings.py, re-exported
-from .settings import ApplySettings as ApplySettings
-from .settings import HistorySettings as HistorySettings
-from .settings import SafetySettings as SafetySettings
-from .settings import SandboxSettings as SandboxSettings
-from .settings import Settings as Settings
-from .settings import SignMethod as SignMethod
-from .settings import StateSettings as StateSettings
-from .settings import TopSettings as TopSettings
-from .vocab import WAIVABLE_KINDS, excerpt
+from .settings import SafetySettings
+from .vocab import excerpt
 
 
 class Scenario(StrEnum):
@@ -40,8 +31,6 @@ class Scenario(StrEnum):
 
 
 SCENARIOS: tuple[Scenario, ...] = tuple(Scenario)
-# In strict models an enum field still takes its string value (that is what YAML holds).
-ScenarioKey = Annotated[Scenario, Strict(False)]
 VIRTUAL_APPKEY = "virtualAppKey"
 # Use ``fullmatch`` (``$`` would also match before a final newline: "21345678\n").
 APPKEY_RE = re.compile(r"[0-9]{1,32}")
@@ -59,184 +48,24 @@ def appkey_problem(appkey: str, scenario: Scenario | None) -> str | None:
     return None
 
 
-# --------------------------------------------------------------------------- specs (YAML)
-
-# allow_inf_nan=False: ``timeout_s: .inf`` or ``.nan`` is an error, not a crash later.
-_STRICT = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False, defer_build=True)
-ShopId = Annotated[StrictStr, Field(pattern=f"^{SHOP_ID_RE.pattern}$")]  # pydantic's (Rust) ``$`` is the very end
+LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+LABEL_VALUE_MAX = 200
 
 
-class ErpSpec(BaseModel):
-    """One ERP of the catalog (``erps.yaml``)."""
+@dataclass(frozen=True, slots=True)
+class Erp:
+    """One ERP of the catalog (``erps.yaml``): the name to show, its appkey."""
 
-    model_config = _STRICT
-    name: StrictStr | None = None
-    appkey: StrictStr
+    name: str | None
+    appkey: str
 
 
-def names_by_appkey(erps: Mapping[str, ErpSpec]) -> dict[str, str]:
+def names_by_appkey(erps: Mapping[str, Erp]) -> dict[str, str]:
     """appkey → ERP name of the catalog (the first name, sorted, when two share an appkey)."""
     out: dict[str, str] = {}
     for name in sorted(erps):
         out.setdefault(erps[name].appkey, name)
     return out
-
-
-class ErpsFile(BaseModel):
-    model_config = _STRICT
-    erps: dict[StrictStr, ErpSpec]
-
-
-class ScenarioSpec(BaseModel):
-    """The desired binding of one scenario; the scenario-specific settings subclass it."""
-
-    model_config = _STRICT
-    erp: StrictStr | None = None
-    appkey: StrictStr | None = None
-    state: Literal["bound", "unbound"] = "bound"
-
-    @model_validator(mode="after")
-    def _one_source(self) -> ScenarioSpec:
-        if self.erp is not None and self.appkey is not None:
-            raise ValueError("give either erp or appkey, not both")
-        if self.state == "unbound" and (self.erp is not None or self.appkey is not None):
-            raise ValueError("state: unbound takes no erp or appkey")
-        return self
-
-
-class InterceptSpec(ScenarioSpec):
-    pass
-
-
-class ModifyAddressSpec(ScenarioSpec):
-    buyer_self_service: StrictBool | None = None
-
-
-class OrderStatusSpec(ScenarioSpec):
-    erp_detail_button: StrictBool | None = None
-
-
-class ScenariosSpec(BaseModel):
-    """The managed scenarios of a shop. An omitted scenario is not managed."""
-
-    model_config = _STRICT
-    intercept_shipment: InterceptSpec | None = None
-    modify_address: ModifyAddressSpec | None = None
-    order_status: OrderStatusSpec | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _empty_means_bound(cls, data: Any) -> Any:
-        # ``intercept_shipment:`` (null) means the same as ``intercept_shipment: {}``.
-        if isinstance(data, dict):
-            return {k: ({} if v is None else v) for k, v in data.items()}
-        return data
-
-    def declared(self) -> dict[Scenario, ScenarioSpec]:
-        out: dict[Scenario, ScenarioSpec] = {}
-        for s in SCENARIOS:
-            spec = getattr(self, s.value)
-            if spec is not None:
-                out[s] = spec
-        return out
-
-
-LABEL_KEY_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
-LABEL_VALUE_MAX = 200
-
-
-def _check_labels(labels: dict[str, str]) -> dict[str, str]:
-    problems = [f"label key {excerpt(k)} must be letters, digits, '_', '.' or '-' (up to 63, starting with a letter or digit)"
-                for k in labels if not LABEL_KEY_RE.fullmatch(k)]
-    problems += [f"label {k}: the value must be one line of 1 to {LABEL_VALUE_MAX} printable characters, not {excerpt(v)}"
-                 for k, v in labels.items() if not (0 < len(v) <= LABEL_VALUE_MAX and v.isprintable())]
-    if problems:
-        raise ValueError("; ".join(problems))
-    return labels
-
-
-class ShopSpec(BaseModel):
-    """One shop of a ``shops/**/*.yaml`` file."""
-
-    model_config = _STRICT
-    id: ShopId
-    name: StrictStr | None = None
-    profile: StrictStr | None = None
-    erp: StrictStr | None = None
-    protect: StrictBool = False
-    labels: dict[StrictStr, StrictStr] = {}
-    scenarios: ScenariosSpec = ScenariosSpec.model_construct()  # no validator built at import
-
-    _labels = field_validator("labels")(_check_labels)
-
-
-class ShopsFile(BaseModel):
-    model_config = _STRICT
-    shops: list[ShopSpec]
-
-
-class ProfileSpec(BaseModel):
-    """A named bundle of what shops may say (``profiles.yaml``). A shop that names it with
-    ``profile:`` takes it; the shop's own ``erp``, ``protect`` and each scenario it lists
-    replace the profile's, and its labels are added to the profile's."""
-
-    model_config = _STRICT
-    erp: StrictStr | None = None
-    protect: StrictBool = False
-    labels: dict[StrictStr, StrictStr] = {}
-    scenarios: ScenariosSpec = ScenariosSpec.model_construct()  # no validator built at import
-
-    _labels = field_validator("labels")(_check_labels)
-
-
-class ProfilesFile(BaseModel):
-    model_config = _STRICT
-    profiles: dict[StrictStr, ProfileSpec]
-
-
-def _a_date(value: Any) -> Any:
-    """``until``: a date (YAML reads 2027-01-31 as one) or the same quoted; not a time."""
-    if isinstance(value, datetime):
-        raise ValueError(f"must be a date like 2027-01-31, not a time ({value.isoformat()})")
-    if isinstance(value, date):
-        return value
-    if isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value):
-        try:
-            return date.fromisoformat(value)
-        except ValueError:
-            raise ValueError(f"{excerpt(value)} is not a date of the calendar") from None
-    raise ValueError(f"must be a date like 2027-01-31, got {excerpt(str(value))}")
-
-
-class WaiverSpec(BaseModel):
-    """One acknowledged problem (``waivers.yaml``): which shop (and scenario), what kind of
-    problem, until which day (inclusive, China time) and why. No waiver is permanent."""
-
-    model_config = _STRICT
-    shop: ShopId
-    scenario: ScenarioKey | None = None
-    kind: StrictStr
-    until: Annotated[date, Strict(False), BeforeValidator(_a_date)]
-    reason: StrictStr
-
-    @field_validator("kind")
-    @classmethod
-    def _waivable(cls, kind: str) -> str:
-        if kind not in WAIVABLE_KINDS:
-            raise ValueError(f"{excerpt(kind)} cannot be waived; a waiver takes one of: {', '.join(WAIVABLE_KINDS)}")
-        return kind
-
-    @field_validator("reason")
-    @classmethod
-    def _said(cls, reason: str) -> str:
-        if not reason.strip():
-            raise ValueError("a waiver needs a reason: why the problem is acceptable until its date (who, which ticket)")
-        return reason
-
-
-class WaiversFile(BaseModel):
-    model_config = _STRICT
-    waivers: list[WaiverSpec]
 
 
 # --------------------------------------------------------------------------- resolved desired state

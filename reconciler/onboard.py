@@ -19,7 +19,7 @@ from .drift import read_states
 from .errors import ProviderError, ReconcilerError, mask
 from .files import write_atomic
 from .importer import ImportedShop, import_shop, render_shops
-from .model import SHOP_ID_RE, ErpSpec, ShopState, appkey_problem
+from .model import SHOP_ID_RE, Erp, ShopState, appkey_problem
 from .providers.base import Provider
 from .yamlio import load as load_yaml
 
@@ -80,7 +80,7 @@ def _checked(shop: str, state: ShopState | ProviderError) -> ShopState | Provide
 
 
 def import_shops(provider: Provider, target: Target, *, wanted: Sequence[str] | None, declared: Mapping[str, str],
-                 erps: Mapping[str, ErpSpec], progress: Progress | None = None,
+                 erps: Mapping[str, Erp], progress: Progress | None = None,
                  labels: Mapping[str, str] | None = None) -> ImportResult:
     """Read ``wanted`` shops (None: every shop the platform knows) that ``declared`` (shop →
     its source) does not hold, and turn them into config entries (each carrying ``labels``)."""

@@ -19,7 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ProviderError
-from .model import AppCheck, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState, Source
+from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState, Source
+from .settings import SafetySettings
 from .vocab import DISRUPTIVE, PERMISSION_HINT, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
 
 FORMAT_VERSION = 1
@@ -382,3 +383,15 @@ def follow_ups(changes: Sequence[Change]) -> tuple[str, ...]:
 def needed_checks(desired: Sequence[DesiredShop]) -> set[tuple[str, Scenario]]:
     """The (appkey, scenario) pairs the preflight asks the platform about."""
     return {(b.appkey, sc) for s in desired for sc, b in s.bindings.items() if b.appkey is not None}
+
+
+def target_label(target: Mapping[str, str] | None) -> str:
+    """A target for people: ``top https://gw.example/router/rest (app key 30000001)``, ``sandbox sandbox-1f2e…``."""
+    if not target:
+        return "no recorded platform"
+    kind = target.get("kind")
+    if kind == "top":
+        return f"top {target.get('url', '?')} (app key {target.get('app_key', '?')})"
+    if kind == "sandbox":
+        return f"sandbox {target.get('id', '?')}"
+    return ", ".join(f"{k}={v}" for k, v in sorted(target.items()))

@@ -31,13 +31,11 @@ from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import sandbox_store
 from .model import VIRTUAL_APPKEY, Scenario, appkey_problem
-from .storage import open_sqlite
-from .vocab import show_appkey
-from .world import (  # the world file and the platform's fixed words; re-exported for callers of platform
+from .platformwords import (  # the platform's fixed words; re-exported for callers of platform
     DEFAULT_REFRESH_TTL_S,
     DEFAULT_TOKEN_TTL_S,
     IDENTITY_KEY,
@@ -45,10 +43,22 @@ from .world import (  # the world file and the platform's fixed words; re-export
     TOKEN_CREATE,
     TOKEN_REFRESH,
     Operation,
-    World,
-    WorldSession,
     iso,
 )
+from .storage import open_sqlite
+from .vocab import show_appkey
+
+if TYPE_CHECKING:
+    from .world import World, WorldSession
+
+
+def __getattr__(name: str) -> Any:
+    """``World`` and ``WorldSession`` (the world file's models, pydantic): imported when asked for."""
+    if name in ("World", "WorldSession"):
+        from . import world
+
+        return getattr(world, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = ["IDENTITY_KEY", "SUB_CODES", "TOKEN_CREATE", "TOKEN_REFRESH", "PlatformError", "SandboxPlatform", "World",
            "WorldSession"]

@@ -23,7 +23,7 @@ import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import Issue
 from .model import (
@@ -32,16 +32,14 @@ from .model import (
     VIRTUAL_APPKEY,
     DesiredBinding,
     DesiredShop,
-    ErpSpec,
-    ModifyAddressSpec,
-    OrderStatusSpec,
-    ProfileSpec,
+    Erp,
     Scenario,
-    ScenarioSpec,
-    ShopSpec,
     Source,
     appkey_problem,
 )
+
+if TYPE_CHECKING:   # (pydantic: imported by the step-by-step reading, which takes them)
+    from .specs import ProfileSpec, ScenarioSpec, ShopSpec
 from .vocab import excerpt
 from .yamlio import Document, PathT, path_str
 
@@ -83,7 +81,7 @@ class Catalog:
     """The valid ERPs of ``erps.yaml``, and the names declared there with invalid entries
     (their errors are reported once, in erps.yaml, not again at every reference)."""
 
-    specs: dict[str, ErpSpec]
+    specs: dict[str, Erp]
     broken: frozenset[str] = frozenset()
 
 
@@ -180,7 +178,7 @@ def check_appkey(sink: Sink, at: At, appkey: str, scenario: Scenario | None) -> 
         sink.add(at, f"appkey {excerpt(appkey)} has {len(appkey)} digits; ERP appkeys are usually 8", severity="warning")
 
 
-def _erp_ref(sink: Sink, at: At, name: str, erps: Catalog | None) -> ErpSpec | None:
+def _erp_ref(sink: Sink, at: At, name: str, erps: Catalog | None) -> Erp | None:
     if erps is None or name in erps.broken:
         return None
     spec = erps.specs.get(name)
@@ -223,7 +221,7 @@ class _Context:
         return Source(file=file, line=line)
 
 
-def _source(ctx: _Context, w: _Wanted, erp: _Said | None, erp_ref: ErpSpec | None) -> tuple[str | None, str | None, At] | None:
+def _source(ctx: _Context, w: _Wanted, erp: _Said | None, erp_ref: Erp | None) -> tuple[str | None, str | None, At] | None:
     """One scenario's (appkey, ERP name, where they come from); None when it cannot be resolved."""
     if w.unbound or w.appkey is not None:
         if not isinstance(w.appkey, str):
@@ -262,6 +260,8 @@ def _source(ctx: _Context, w: _Wanted, erp: _Said | None, erp_ref: ErpSpec | Non
 
 def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None, src: At) -> DesiredBinding | None:
     """The desired binding of a valid scenario, with its settings; None if they contradict it."""
+    from .specs import ModifyAddressSpec, OrderStatusSpec
+
     assert w.spec is not None
     extra: dict[str, Any] = {}
     # isinstance, not getattr: pydantic's __getattr__ for an attribute a model lacks is slow

@@ -34,7 +34,6 @@ from .errors import ReconcilerError, StalePlan, UnsafePlan
 from .model import Desired, Scenario, ShopState
 from .plan import Change, Plan
 from .providers.base import Provider
-from .saved import check_target, verify_against
 from .vocab import WRITTEN, Action, Exit, Outcome
 
 if TYPE_CHECKING:
@@ -169,6 +168,8 @@ class ApplyRun:
         if not self.saved:
             return
         try:
+            from .saved import check_target
+
             check_target(self.plan, target, max_age=max_age, now=now)
         except StalePlan as e:
             self.refuse(e)
@@ -211,6 +212,8 @@ class ApplyRun:
         if not self.saved:
             return
         try:
+            from .saved import verify_against
+
             verify_against(self.plan, desired, force=force)
         except (StalePlan, UnsafePlan) as e:
             self.refuse(e)

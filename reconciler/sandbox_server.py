@@ -42,11 +42,11 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import signing
-from .model import DEFAULT_METHODS
 from .platform import TOKEN_CREATE, TOKEN_REFRESH, PlatformError, SandboxPlatform
 from .ratelimit import AppLimit
 from .sandbox_faults import Counters, NetworkFaults, NetworkRule, Phase
 from .sandbox_http import ServerLimits, make_server
+from .settings import DEFAULT_METHODS
 from .signing import response_key
 
 __all__ = ["Counters", "Gateway", "NetworkFaults", "NetworkRule", "Phase", "ServerHandle", "ServerLimits", "start_server"]

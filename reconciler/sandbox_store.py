@@ -13,10 +13,13 @@ form: a plain string for a token that never expires and nothing else, else a map
 from __future__ import annotations
 
 import sqlite3
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import SCENARIOS
-from .world import IDENTITY_KEY, World, WorldSession, iso
+from .platformwords import IDENTITY_KEY, iso
+
+if TYPE_CHECKING:
+    from .world import World, WorldSession
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -120,6 +123,8 @@ def _load_session(db: sqlite3.Connection, shop: str, session: str | WorldSession
     if session is None:
         return
     if isinstance(session, str):
+        from .world import WorldSession
+
         session = WorldSession(token=session)
     n = 0
     for kind, value, ends in (("access", session.token, session.expires_at),

@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from .errors import StalePlan, UnsafePlan
 from .model import Desired, DesiredShop, Scenario
 from .plan import FORMAT_VERSION, Change, Names, Plan, Problem, checksum
+from .plan import target_label as target_label  # (plan.py: importable without pydantic)
 from .vocab import DISRUPTIVE, Action, ProblemKind, Severity, show
 
 KEY_ENV = "RECONCILER_PLAN_KEY"
@@ -204,18 +205,6 @@ def plan_from_data(data: Any, *, where: str = "plan file") -> Plan:
 
 
 # --------------------------------------------------------------------------- the target
-
-
-def target_label(target: Mapping[str, str] | None) -> str:
-    """A target for people: ``top https://gw.example/router/rest (app key 30000001)``, ``sandbox sandbox-1f2e…``."""
-    if not target:
-        return "no recorded platform"
-    kind = target.get("kind")
-    if kind == "top":
-        return f"top {target.get('url', '?')} (app key {target.get('app_key', '?')})"
-    if kind == "sandbox":
-        return f"sandbox {target.get('id', '?')}"
-    return ", ".join(f"{k}={v}" for k, v in sorted(target.items()))
 
 
 def made_at(plan: Plan) -> datetime | None:

@@ -36,7 +36,7 @@ import re
 from typing import Any
 
 from .fastpath import SCENARIO_KEYS, NotPlain, binding, check_label, check_shop
-from .model import DesiredBinding, DesiredShop, ErpSpec, Scenario, Source, new_shop, new_source
+from .model import DesiredBinding, DesiredShop, Erp, Scenario, Source, new_shop, new_source
 from .yamlio import Loader
 
 # one content line: indentation, the item's "- " (with the spaces after it), a key, the value text
@@ -120,7 +120,7 @@ def _lines(text: str) -> list[Line]:
     return out
 
 
-def shops(raw: bytes, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] | None:
+def shops(raw: bytes, file: str, erps: dict[str, Erp]) -> list[DesiredShop] | None:
     """The resolved shops of a shop file in the plain line form (its bytes), or None."""
     try:
         text = raw.decode("utf-8")
@@ -132,7 +132,7 @@ def shops(raw: bytes, file: str, erps: dict[str, ErpSpec]) -> list[DesiredShop] 
 
 
 class _Reader:
-    def __init__(self, lines: list[Line], file: str, erps: dict[str, ErpSpec]) -> None:
+    def __init__(self, lines: list[Line], file: str, erps: dict[str, Erp]) -> None:
         self.lines, self.file, self.erps, self.i = lines, file, erps, 0
 
     def shops(self) -> list[DesiredShop]:

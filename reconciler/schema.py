@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .model import ErpsFile, ProfilesFile, Settings, ShopsFile, WaiversFile
+from .specs import ErpsFile, ProfilesFile, Settings, ShopsFile, WaiversFile
 from .vocab import WAIVABLE_KINDS
 
 DRAFT = "https://json-schema.org/draft/2020-12/schema"

@@ -22,7 +22,8 @@ from pathlib import Path
 from .errors import ConfigError, Issue, ReconcilerError
 from .files import FileError, MiB, read_regular
 from .gitutil import committable
-from .model import SHOP_ID_RE, TopSettings
+from .model import SHOP_ID_RE
+from .settings import TopSettings
 from .yamlio import load
 
 SECRET_FILE_LIMIT = 64 << 10   # an app secret is a few dozen bytes
@@ -61,7 +62,7 @@ def from_store(settings: TopSettings, environ: Mapping[str, str] | None = None) 
     """Whether the shops' tokens come from the state store: no ``sessions_file``, and no
     ``sessions_env`` — not named in reconciler.yaml, and its default variable not set."""
     env = os.environ if environ is None else environ
-    return not settings.sessions_file and "sessions_env" not in settings.model_fields_set and settings.sessions_env not in env
+    return not settings.sessions_file and not settings.sessions_env_named and settings.sessions_env not in env
 
 
 def read_sessions(settings: TopSettings, config_dir: Path) -> tuple[dict[str, str], str]:

@@ -19,14 +19,18 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import fastpath, scan
 from .errors import Issue
 from .located import load_file, valid_or_none, validate_file
-from .model import DesiredShop, ProfilesFile, ProfileSpec, ShopsFile, ShopSpec
+from .model import DesiredShop
 from .parsecache import Corrupt, FileResult, ShopCache, digest
 from .resolve import At, Catalog, Profile, check_profile, raw_id, resolve_shop
 from .yamlio import Document, PathT, compose, document, path_str, read
+
+if TYPE_CHECKING:
+    from .specs import ShopSpec
 
 PROFILES_FILE = "profiles.yaml"
 SHOPS_DIR = "shops"
@@ -189,6 +193,8 @@ def read_profiles(root: Path, shown: str, catalog: Catalog | None) -> Profiles |
     doc = load_file(p, display_path(shown, PROFILES_FILE), issues)
     if doc is None:
         return Profiles(None, {}, issues)
+    from .specs import ProfilesFile, ProfileSpec
+
     parsed = validate_file(doc, ProfilesFile, "profiles", issues)
     raw = doc.data.get("profiles") if isinstance(doc.data, dict) else None
     by_name: dict[str, Profile] = {}
@@ -289,6 +295,8 @@ def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: Pr
     unreadable = profiles is not None and profiles.doc is None   # said in profiles.yaml; no shop blamed for it
     mute = profiles.doc if profiles is not None else None
     result = FileResult([], [], [], [])
+    from .specs import ShopsFile, ShopSpec  # (pydantic: files not read in one pass)
+
     parsed = validate_file(doc, ShopsFile, "shops", issues)
     if parsed is not None:
         specs: list[ShopSpec | None] = list(parsed.shops)

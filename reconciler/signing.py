@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Final, get_args
 
-from .model import SignMethod
+from .settings import SignMethod
 
 SIGN_METHODS: Final[tuple[str, ...]] = get_args(SignMethod)
 GMT8: Final = timezone(timedelta(hours=8), "GMT+8")

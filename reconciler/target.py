@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit, urlunsplit
 
-from .model import SandboxSettings, Settings, TopSettings
 from .providers.base import Provider
 from .providers.sandbox import SandboxProvider
+from .settings import SandboxSettings, Settings, TopSettings
 
 Target = dict[str, str]
 

@@ -1,46 +1,26 @@
 """The sandbox's world file: the platform's content as YAML (apps, shops with their bindings
 and session tokens, injected faults), validated strictly like the configuration.
 
-The models and the platform's fixed words (operations, the token methods, TOP sub-codes) live
-here; ``platform.SandboxPlatform`` stores a world and enforces the rules on it.
+The models live here (the platform's fixed words in ``platformwords``, re-exported);
+``platform.SandboxPlatform`` stores a world and enforces the rules on it.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictStr, field_validator, model_validator
 
-from .model import ScenarioKey
-
-IDENTITY_KEY = "sandbox_id"  # meta: the identity saved plans are bound to
-
-Operation = Literal["get", "bind", "unbind", "selfservice", "check", "refresh", "create"]
-
-# The two TOP methods of shop authorization (fixed by the platform, not renamable).
-TOKEN_REFRESH = "taobao.top.auth.token.refresh"
-TOKEN_CREATE = "taobao.top.auth.token.create"
-DEFAULT_TOKEN_TTL_S = 30 * 86_400       # a token made by a renewal or a code: 30 days
-DEFAULT_REFRESH_TTL_S = 365 * 86_400    # a refresh token made from a code: a year (a subscription's length)
-
-# sub_code → TOP error code (as the real gateway answers them; the README lists them)
-SUB_CODES: dict[str, int] = {
-    "isv.appkey-not-found": 15,
-    "isv.scenario-not-integrated": 15,
-    "isv.invalid-appkey": 15,
-    "isv.binding-conflict": 15,
-    "isv.shop-not-found": 15,
-    "isv.permission-denied": 12,
-    "isv.missing-parameter": 40,
-    "isv.invalid-parameter": 41,
-    "isp.unknown-error": 15,
-    "isp.remote-service-unavailable": 15,
-    "isp.call-limited": 7,
-    "isv.invalid-refresh-token": 15,
-    "isv.invalid-code": 15,
-}
-
+from .platformwords import DEFAULT_REFRESH_TTL_S as DEFAULT_REFRESH_TTL_S  # the platform's fixed words, re-exported
+from .platformwords import DEFAULT_TOKEN_TTL_S as DEFAULT_TOKEN_TTL_S
+from .platformwords import IDENTITY_KEY as IDENTITY_KEY
+from .platformwords import SUB_CODES as SUB_CODES
+from .platformwords import TOKEN_CREATE as TOKEN_CREATE
+from .platformwords import TOKEN_REFRESH as TOKEN_REFRESH
+from .platformwords import Operation as Operation
+from .platformwords import iso as iso
+from .specs import ScenarioKey
 
 # --------------------------------------------------------------------------- the world file
 
@@ -61,11 +41,6 @@ def _instant(value: Any) -> Any:
 
 
 Instant = Annotated[datetime, BeforeValidator(_instant)]
-
-
-def iso(t: datetime) -> str:
-    """A time as the sandbox stores it: UTC ISO 8601 to the second (comparable as text)."""
-    return t.astimezone(UTC).isoformat(timespec="seconds")
 
 
 class WorldAgencyApp(BaseModel):

@@ -26,9 +26,9 @@ from click.testing import CliRunner, Result
 
 from reconciler.cli import main
 from reconciler.connect import open_sandbox
-from reconciler.model import SandboxSettings, Settings
 from reconciler.platform import SandboxPlatform
 from reconciler.sandbox_server import ServerHandle, start_server
+from reconciler.settings import SandboxSettings, Settings
 
 PROVIDERS = ("sandbox", "top")
 APP_KEY = "30000001"

@@ -10,7 +10,8 @@ import pytest
 
 from reconciler.config import load_config
 from reconciler.errors import ConfigError
-from reconciler.model import Scenario, Settings
+from reconciler.model import Scenario
+from reconciler.settings import Settings
 
 ERPS = """\
 erps:

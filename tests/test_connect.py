@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from reconciler.errors import ConfigError, ReconcilerError
-from reconciler.model import TopSettings
 from reconciler.platform import SandboxPlatform, World
 from reconciler.providers.top import TopProvider
 from reconciler.sandbox_server import start_server
 from reconciler.secrets import read_sessions
+from reconciler.settings import TopSettings
 
 SESSION_A, SESSION_B = "SESSKEY-7f3a-100001", "SESSKEY-91bc-100002"
 HTTP_LOGGERS = ("httpx", "httpcore", "httpcore.http11")

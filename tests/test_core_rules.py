@@ -20,8 +20,9 @@ import pytest
 from reconciler.drift import Finding, compute_drift
 from reconciler.errors import ProviderError
 from reconciler.history import Entry
-from reconciler.model import AppCheck, Binding, DesiredBinding, DesiredShop, SafetySettings, Scenario, ShopState, Source
+from reconciler.model import AppCheck, Binding, DesiredBinding, DesiredShop, Scenario, ShopState, Source
 from reconciler.plan import Change, Plan, Problem, compute_plan, diff_shop
+from reconciler.settings import SafetySettings
 
 IS, MA, OS = Scenario.intercept_shipment, Scenario.modify_address, Scenario.order_status
 JST, WDT, INH = "21345678", "12345679", "31415926"  # jushuitan, wangdiantong, inhouse

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from reconciler import fastpath
 from reconciler.config import load_config
 from reconciler.errors import ConfigError
-from reconciler.model import ErpSpec, Scenario, Source
+from reconciler.model import Erp, Scenario, Source
 from reconciler.yamlio import Loader
 
 ERPS = """\
@@ -34,8 +34,8 @@ erps:
   cainiao:      {name: 菜鸟仓, appkey: virtualAppKey}
 """
 SPECS = ("jushuitan", "wangdiantong", "cainiao")
-SPEC_OBJECTS = {"jushuitan": ErpSpec(name="聚水潭", appkey="21345678"), "wangdiantong": ErpSpec(name="旺店通", appkey="12345679"),
-                "cainiao": ErpSpec(name="菜鸟仓", appkey="virtualAppKey")}
+SPEC_OBJECTS = {"jushuitan": Erp(name="聚水潭", appkey="21345678"), "wangdiantong": Erp(name="旺店通", appkey="12345679"),
+                "cainiao": Erp(name="菜鸟仓", appkey="virtualAppKey")}
 # the forcing shop: ``state: bound`` is read only by the step-by-step path
 FORCE = '  - id: "999999999"\n    erp: jushuitan\n    scenarios: {intercept_shipment: {state: bound}}\n'
 

@@ -247,9 +247,10 @@ def test_a_text_plan_does_not_import_jinja2(tmp_path: Path) -> None:
     a = Agency(tmp_path / "configs")
     a.shops('shops:\n  - {id: "100001", erp: jushuitan, scenarios: {intercept_shipment: {}}}\n')
     a.world({"100001": {"bindings": {"intercept_shipment": "21345678"}}})
-    code = ("import runpy, sys\n"
+    code = ("import sys\n"
             f"sys.argv = ['reconciler', '-C', {str(a.dir)!r}, 'plan']\n"
-            "try:\n    runpy.run_module('reconciler', run_name='__main__', alter_sys=True)\n"
+            "from reconciler.cli import main\n"   # (the click group raises SystemExit; the console script's run() ends the process)
+            "try:\n    main()\n"
             "except SystemExit as e:\n    print('exit', e.code)\n"
             "print(sorted(m for m in ('jinja2', 'markupsafe', 'deepdiff', 'httpx') if m in sys.modules))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -17,11 +17,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from reconciler import fastpath, scan
-from reconciler.model import ErpSpec, Scenario
+from reconciler.model import Erp, Scenario
 from reconciler.yamlio import compose
 
-ERPS = {"jushuitan": ErpSpec(name="聚水潭", appkey="21345678"), "wangdiantong": ErpSpec(name="旺店通", appkey="12345679"),
-        "cainiao": ErpSpec(name="菜鸟仓", appkey="virtualAppKey")}
+ERPS = {"jushuitan": Erp(name="聚水潭", appkey="21345678"), "wangdiantong": Erp(name="旺店通", appkey="12345679"),
+        "cainiao": Erp(name="菜鸟仓", appkey="virtualAppKey")}
 FILE = "shops/a.yaml"
 
 

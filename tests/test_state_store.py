@@ -20,7 +20,7 @@ import pytest
 from statekit import HOST, V1_SCHEMA, FakeClock, dead_pid, engine_for, opened, start
 
 from reconciler.history import format_time
-from reconciler.model import HistorySettings, Settings, StateSettings
+from reconciler.settings import HistorySettings, Settings, StateSettings
 from reconciler.state import DEFAULT_URL, StateError, Store, display_url, open_store, resolve_url
 from reconciler.state.schema import CURRENT
 from reconciler.vocab import Outcome

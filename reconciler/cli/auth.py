@@ -22,7 +22,8 @@ from .. import auth
 from ..auth import AuthState, Keyring, Outcome
 from ..connect import open_token_provider, tokens_from_store
 from ..errors import ProviderError, ReconcilerError
-from ..model import SHOP_ID_RE, Settings, TopSettings
+from ..model import SHOP_ID_RE
+from ..settings import Settings, TopSettings
 from ..vocab import Exit, ProblemKind, Severity
 from .common import AUTH_META, err, load, progress_printer, settings_only, shop_option, state, store_for
 

@@ -19,10 +19,10 @@ import click
 from ..config import Config, load_config, load_settings
 from ..connect import open_provider
 from ..errors import ReconcilerError
-from ..model import Settings, TopSettings
 from ..parsecache import enabled as cache_enabled
 from ..providers import Provider
 from ..ratelimit import Share
+from ..settings import Settings, TopSettings, replace
 from ..shard import Shard, parse_shard
 from ..vocab import ProblemKind, Severity
 from .context import State
@@ -102,7 +102,7 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
     renewals included, are ``--qps`` or, in shard K/N, 1/N of ``provider.qps`` (``run_qps``)."""
     p = settings.provider
     if isinstance(p, TopSettings):
-        update: dict[str, float] = {}
+        update: dict[str, float | int] = {}
         n = state(ctx).parallelism
         if n is not None:
             update["parallelism"] = n
@@ -110,7 +110,7 @@ def provider_for(ctx: click.Context, settings: Settings, config_dir: Path, *,
         if rate != p.qps:
             update["qps"] = rate
         if update:
-            settings = settings.model_copy(update={"provider": p.model_copy(update=update)})
+            settings = replace(settings, **update)
     provider = open_provider(settings, config_dir, sessions=_store_sessions(ctx, settings, config_dir, shops))
     _OPEN.add(provider)
     for w in provider.warnings:

@@ -22,16 +22,12 @@ from ..errors import ConfigError, Issue, ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
 from ..gitutil import git_info
 from ..history import default_actor, format_time
-from ..model import Desired, Settings
+from ..model import Desired
 from ..plan import Plan
 from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
 from ..run import ApplyRun, RunOptions
-from ..saved import check_signature, plan_from_data, plan_key
-from ..saved import to_json as saved_json
-from ..schema import FILES as SCHEMA_FILES
-from ..schema import all_schemas
-from ..schema import to_json as schema_json
 from ..select import Selection
+from ..settings import Settings
 from ..shard import Shard
 from ..target import target_of
 from ..vocab import Exit
@@ -130,6 +126,10 @@ def schema(ctx: click.Context, out: Path | None) -> None:
     editor's YAML extension at them (README: "Editors"), or start a file with
     # yaml-language-server: $schema=PATH. Exit 0, 1 when a file cannot be written.
     """
+    from ..schema import FILES as SCHEMA_FILES
+    from ..schema import all_schemas
+    from ..schema import to_json as schema_json
+
     root = Path(state(ctx).config_dir)
     target = out if out is not None else root / SCHEMAS_DIR
     try:
@@ -173,6 +173,9 @@ def plan(ctx: click.Context, shops: tuple[str, ...], select: Selection | None, s
             result = result.stamped(created_at=format_time(datetime.now(UTC)), tool_version=__version__,
                                     target=target_of(config.settings, provider))
     if out is not None:
+        from ..saved import plan_key
+        from ..saved import to_json as saved_json
+
         write_atomic(out, saved_json(result, plan_key(os.environ)))
     click.echo(plan_as(fmt, result, colour=state(ctx).colour_for(sys.stdout), labels=labels_of(config.shops),
                        generated_at=result.created_at or format_time(datetime.now(UTC))), nl=False)
@@ -194,6 +197,8 @@ def _read_plan_file(path: Path) -> Plan:
         raise StalePlan(f"{path}:{e.lineno}:{e.colno}: not a saved plan (invalid JSON: {e.msg})") from None
     except (RecursionError, ValueError) as e:  # nested too deep; an integer of thousands of digits; NaN
         raise StalePlan(f"{path}: not a saved plan ({type(e).__name__}: {str(e)[:100]})") from None
+    from ..saved import check_signature, plan_from_data, plan_key
+
     plan = plan_from_data(data, where=str(path))
     check_signature(plan, data.get("signature"), plan_key(os.environ), where=str(path))
     return plan

@@ -42,7 +42,6 @@ from typing import TypeVar
 
 from ..errors import ConflictError, FatalProviderError, ProviderError
 from ..model import AppCheck, Binding, Scenario, ShopState
-from . import wire
 
 log = logging.getLogger("reconciler.provider")
 T = TypeVar("T")
@@ -267,4 +266,6 @@ class Provider(ABC):
 def state_from_body(shop: str, body: dict[str, object]) -> ShopState:
     """A ``ShopState`` from an ``erp.binding.get`` response body about ``shop`` (both providers
     use this): checked strictly (``wire.shop_state``); a malformed body is a ``ProviderError``."""
+    from . import wire  # (pydantic: the HTTP provider's answers)
+
     return wire.shop_state("erp.binding.get", shop, body)

@@ -14,12 +14,11 @@ from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 
-from ..errors import ProviderError
+from ..errors import MalformedAnswer, ProviderError
 from ..gcpause import paused_gc
 from ..model import AppCheck, Binding, Scenario, ShopState, appkey_problem, new_state, new_state_binding
 from ..platform import PlatformError, SandboxPlatform, ShopRow
 from ..vocab import excerpt
-from . import wire
 from .base import Provider, RetryPolicy, platform_error
 
 
@@ -70,7 +69,19 @@ def _binding_problem(scenario: Scenario | None, sc: object, key: object, rev: ob
 
 
 def _malformed(shop: str, problem: str) -> ProviderError:
-    return wire.MalformedAnswer(f"erp.binding.get: shop {shop} in the sandbox database: {problem}")
+    return MalformedAnswer(f"erp.binding.get: shop {shop} in the sandbox database: {problem}")
+
+
+def _app_check(appkey: str, scenario: Scenario, body: dict[str, object]) -> AppCheck:
+    """The sandbox's ``erp.app.check`` answer, checked as the wire's (``wire.CheckAnswer``)."""
+    exists, integrated, name = body.get("exists"), body.get("integrated"), body.get("name")
+    whitelisted, syncs = body.get("detail_whitelisted", False), body.get("syncs_order_status", True)
+    if (type(exists) is not bool or type(integrated) is not bool or type(whitelisted) is not bool or type(syncs) is not bool
+            or (name is not None and (type(name) is not str or len(name) > _NAME_MAX)) or (integrated and not exists)):
+        raise MalformedAnswer(f"erp.app.check: appkey {excerpt(appkey, 40)} in the sandbox database: an answer the wire"
+                              f" refuses ({excerpt(repr(body), 200)})")
+    return AppCheck(appkey=appkey, scenario=scenario, exists=exists, integrated=integrated, name=name,
+                    detail_whitelisted=whitelisted, syncs_order_status=syncs)
 
 
 class SandboxProvider(Provider):
@@ -104,13 +115,15 @@ class SandboxProvider(Provider):
             body = self.platform.check_app(appkey, scenario.value)
         except PlatformError as e:
             raise _wrap(e) from None
-        return wire.app_check("erp.app.check", appkey, scenario, body)
+        return _app_check(appkey, scenario, body)
 
     def _bind(self, shop: str, scenario: Scenario, appkey: str, expected: str | None) -> Binding:
         try:
             body = self.platform.bind(shop, scenario.value, appkey, expected)
         except PlatformError as e:
             raise _wrap(e) from None
+        from . import wire  # (pydantic: writes are checked as over HTTP)
+
         return wire.confirm_bind("erp.binding.bind", scenario, appkey, body)
 
     def _unbind(self, shop: str, scenario: Scenario, expected: str) -> None:

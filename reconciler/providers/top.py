@@ -51,8 +51,9 @@ import httpx
 
 from .. import signing
 from ..errors import ConflictError, FatalProviderError, ProviderError, mask
-from ..model import DEFAULT_METHODS, AppCheck, Binding, Scenario, ShopState
+from ..model import AppCheck, Binding, Scenario, ShopState
 from ..ratelimit import Banned, CircuitBreaker, ClientLimiter
+from ..settings import DEFAULT_METHODS
 from . import wire
 from .base import DEFAULT_MAX_BAN_S, HURRY_WAIT_S, Provider, RetryPolicy, platform_error
 from .transport import DeadlineTransport, deadline

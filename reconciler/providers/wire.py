@@ -29,23 +29,16 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError, model_validator
 
-from ..errors import ProviderError
-from ..model import VIRTUAL_APPKEY, AppCheck, Binding, Scenario, ScenarioKey, ShopState
+from ..errors import MalformedAnswer as MalformedAnswer  # (errors.py: importable without pydantic)
+from ..errors import WrongShop as WrongShop
+from ..model import VIRTUAL_APPKEY, AppCheck, Binding, Scenario, ShopState
+from ..specs import ScenarioKey
 
 MAX_ANSWER_BYTES = 2 << 20   # 2 MiB, compressed and decompressed: a shop's answer is a few hundred bytes
 MAX_DEPTH = 32               # the deepest answer of the contract nests 4 levels
 MAX_DIGITS = 18              # every integer of the contract fits a signed 64-bit value
 MAX_REVISION = 2**63 - 1
 _ENCODINGS = ("gzip", "x-gzip", "deflate", "identity")
-
-
-class MalformedAnswer(ProviderError):
-    """The gateway's answer is not one the contract allows (too large, not JSON, too deep,
-    numbers out of range, a value of the wrong type or a write that does not confirm)."""
-
-
-class WrongShop(MalformedAnswer):
-    """An ``erp.binding.get`` answer about another shop than the one asked for."""
 
 
 # --------------------------------------------------------------------------- 1. size

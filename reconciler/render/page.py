@@ -29,8 +29,7 @@ from functools import cache
 from typing import TYPE_CHECKING, Any
 
 from ..drift import DriftReport, Finding
-from ..plan import Change, Plan, Problem
-from ..saved import target_label
+from ..plan import Change, Plan, Problem, target_label
 from ..vocab import Action, Category, Severity, show
 from .common import CONTROL, Labels, plural
 

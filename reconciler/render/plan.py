@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from ..plan import Change, Plan, Problem
-from ..saved import target_label
+from ..plan import Change, Plan, Problem, target_label
 from ..vocab import Action, ProblemKind, Severity, show
 from .common import MARKDOWN_BUDGET, Budget, code, cut_note, html, md, plural, style
 

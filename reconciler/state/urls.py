@@ -30,7 +30,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import mask
-from ..model import Settings
+from ..settings import Settings
 from .types import StateError
 
 ENV_URL = "RECONCILER_STATE_URL"
