@@ -24,7 +24,7 @@ from test_parse_cache import Agency_
 from reconciler import settings as runtime
 from reconciler import specs
 from reconciler.config import _plain_erps
-from reconciler.model import Erp
+from reconciler.model import Erp, Scenario
 
 PAIRS = [(runtime.SandboxSettings, specs.SandboxSettings), (runtime.TopSettings, specs.TopSettings),
          (runtime.SafetySettings, specs.SafetySettings), (runtime.ApplySettings, specs.ApplySettings),
@@ -199,3 +199,31 @@ def test_a_plain_configuration_is_planned_without_pydantic(tmp_path: Path, comma
                           env=cli_env(), timeout=120, check=False)
     assert done.returncode == 1 and "reconciler.yaml:1:" in done.stdout + done.stderr, done.stdout + done.stderr
     assert done.stderr.rstrip().endswith("pydantic imported: True")
+
+
+# --------------------------------------------------------------------------- the sandbox's app check
+
+BODY = st.fixed_dictionaries({"exists": st.sampled_from([True, False, 1, None, "true"]),
+                              "integrated": st.sampled_from([True, False, 0, None])},
+                             optional={"name": st.sampled_from(["聚水潭", None, "", 7, b"x", "n" * 1000, "n" * 1001]),
+                                       "detail_whitelisted": st.sampled_from([True, False, 1, None]),
+                                       "syncs_order_status": st.sampled_from([True, False, 0, "no"])})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(BODY, st.sampled_from(list(Scenario)))
+def test_the_sandbox_checks_an_app_check_answer_as_the_wire_does(body: dict[str, Any], scenario: Scenario) -> None:
+    """The embedded provider reads the sandbox's ``erp.app.check`` answer without the wire's
+    pydantic models: it accepts exactly the answers they accept, into the same AppCheck."""
+    from reconciler.errors import MalformedAnswer
+    from reconciler.providers import wire
+    from reconciler.providers.sandbox import _app_check
+
+    def outcome(read: Any) -> Any:
+        try:
+            return read("21345678", scenario, body)
+        except MalformedAnswer:
+            return "malformed"
+
+    ours = outcome(_app_check)
+    assert ours == outcome(lambda a, s, b: wire.app_check("erp.app.check", a, s, b)), body
