@@ -50,6 +50,7 @@ _STR, _BOOL, _NULL = _T + "str", _T + "bool", _T + "null"
 _BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 _EMPTY = "{}"
+_NONE: list[Line] = []   # no block (never changed)
 _SHOP_KEYS = frozenset({"id", "name", "erp", "protect", "labels", "scenarios"})
 _SCENARIO = {s.value: s for s in Scenario}
 
@@ -105,18 +106,21 @@ def _bool(text: str) -> bool:
 
 def _lines(text: str) -> list[Line]:
     out: list[Line] = []
-    match = _LINE.fullmatch
-    for number, line in enumerate(text.split("\n"), 1):
-        bare = line.lstrip(" ")
-        if not bare or bare[0] == "#":
-            continue
+    add, match = out.append, _LINE.fullmatch
+    number = 0
+    for line in text.split("\n"):
+        number += 1
         m = match(line)
         if m is None:
+            if line.lstrip(" ")[:1] in ("", "#"):
+                continue   # a blank line or a comment
             raise NotPlain
         indent, dash, key, value = m.groups()
-        if value and value[0] == "#":
+        if not value:
+            value = ""
+        elif value[0] == "#":
             value = ""   # ``key:  # a comment``
-        out.append((number, len(indent), len(dash) if dash else 0, key, value or ""))
+        add((number, len(indent), len(dash) if dash else 0, key, value))
     return out
 
 
@@ -134,6 +138,7 @@ def shops(raw: bytes, file: str, erps: dict[str, Erp]) -> list[DesiredShop] | No
 class _Reader:
     def __init__(self, lines: list[Line], file: str, erps: dict[str, Erp]) -> None:
         self.lines, self.file, self.erps, self.i = lines, file, erps, 0
+        self.said: dict[str, str] = {}   # an ERP's text → the name it says
 
     def shops(self) -> list[DesiredShop]:
         lines = self.lines
@@ -169,24 +174,34 @@ class _Reader:
         fields: dict[str, tuple[int, str]] = {}
         labels: dict[str, str] = {}
         declared: dict[str, tuple[int, str, list[Line]]] = {}
-        first = True
-        while self.i < len(lines):
-            at, indent, dash, key, value = lines[self.i]
-            if not first and (indent != column or dash):
-                break
-            first = False
-            if key in fields or key not in _SHOP_KEYS:
+        i, end = self.i, len(lines)
+        at, _, _, key, value = lines[i]   # the item's first line ("- key: value")
+        while True:
+            if key not in _SHOP_KEYS or key in fields:
                 raise NotPlain
             fields[key] = (at, value)
-            self.i += 1
-            if key == "labels":
-                labels = self._labels(column, value)
-            elif key == "scenarios":
-                declared = self._scenarios(column, value)
+            i += 1
+            if key == "scenarios" or key == "labels":
+                self.i = i
+                if key == "labels":
+                    labels = self._labels(column, value)
+                else:
+                    declared = self._scenarios(column, value)
+                i = self.i
+            if i >= end:
+                break
+            at, indent, dash, key, value = lines[i]
+            if indent != column or dash:
+                break
+        self.i = i
         sid = _str(fields["id"][1])
         name = _str(fields["name"][1]) if "name" in fields else None
         erp_at = fields.get("erp")
-        erp = _str(erp_at[1]) if erp_at is not None else None
+        erp = None
+        if erp_at is not None:
+            erp = self.said.get(erp_at[1])
+            if erp is None:
+                erp = self.said[erp_at[1]] = _str(erp_at[1])   # (a file names few ERPs, each many times)
         check_shop(sid, erp, ids, self.erps)
         protect = _bool(fields["protect"][1]) if "protect" in fields else False
         bindings: dict[Scenario, DesiredBinding] = {}
@@ -229,20 +244,25 @@ class _Reader:
             return -1, {}
         column = lines[self.i][1]
         out: dict[str, tuple[int, str, list[Line]]] = {}
-        while self.i < len(lines) and lines[self.i][1] > parent:
+        end = len(lines)
+        while self.i < end and lines[self.i][1] > parent:
             at, indent, dash, key, value = lines[self.i]
             if indent != column or dash or key in out or key not in SCENARIO_KEYS:
                 raise NotPlain
             self.i += 1
-            below, block = self._block(column)
-            if below >= 0 and value:
-                raise NotPlain   # a value and a block under it
-            out[key] = (at, value, block)
+            if self.i < end and lines[self.i][1] > column:   # its own block
+                if value:
+                    raise NotPlain   # a value and a block under it
+                out[key] = (at, value, self._block(column)[1])
+            else:
+                out[key] = (at, value, _NONE)
         return column, out
 
     def _binding(self, sc: Scenario, declared: tuple[int, str, list[Line]], shop_erp: str | None,
                  said: Source | None) -> DesiredBinding:
         _, value, block = declared
+        if value == _EMPTY and shop_erp is not None and said is not None:   # the commonest: ``intercept_shipment: {}``
+            return binding(sc, shop_erp, said, None, None, None, self.erps)
         if block:
             fields: dict[str, tuple[int, str]] = {}
             allowed = SCENARIO_KEYS[sc.value]
