@@ -242,12 +242,13 @@ def diff_shop(
     sid = desired.id
     changes: list[Change] = []
     problems: list[Problem] = []
+    bindings = state.bindings
     for sc, want in desired.bindings.items():
-        current = state.appkey(sc)
+        bound = bindings.get(sc)
+        current = bound.appkey if bound is not None else None
         action: Action | None = None
         if want.appkey != current:
             action = Action.bind if current is None else (Action.unbind if want.appkey is None else Action.rotate)
-            bound = state.bindings.get(sc)
             changes.append(Change(
                 shop=sid, scenario=sc, action=action, before={"appkey": current}, after={"appkey": want.appkey},
                 reason=_reason(action, want, current, names, desired.source), source=str(want.source),
@@ -266,10 +267,13 @@ def diff_shop(
                        + (" (also configure 自动核单/自助核单 in the automation tasks)" if want.buyer_self_service else ""),
                 source=str(where),
             ))
-    for sc, b in state.bindings.items():
-        if sc not in desired.bindings:
-            problems.append(Problem(sid, sc, Severity.warning, ProblemKind.unmanaged,
-                                    f"{sc.value} is bound to {show_appkey(b.appkey, names)} but not in the config; left alone"))
+    if not bindings.keys() <= desired.bindings.keys():   # (the set comparison: most shops bind only what they manage)
+        for sc, b in bindings.items():
+            if sc not in desired.bindings:
+                problems.append(Problem(sid, sc, Severity.warning, ProblemKind.unmanaged,
+                                        f"{sc.value} is bound to {show_appkey(b.appkey, names)} but not in the config; left alone"))
+    if not changes:
+        return changes, problems   # (nothing to protect or withhold)
     disruptive = [c for c in changes if c.action in DISRUPTIVE]
     if desired.protect and disruptive:
         what = ", ".join(f"{c.action.value} {c.scenario.value}" for c in sorted(disruptive, key=lambda c: c.key))
