@@ -35,6 +35,7 @@ import contextlib
 import hashlib
 import json
 import os
+import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -53,6 +54,10 @@ FORMAT = 2
 CACHE_DIR = ".reconciler/cache"
 CACHE_FILE = f"shops-v{FORMAT}.txt"
 MAX_CACHE = 512 * MiB
+# The background writer holds a copy-on-write view of the results it encodes: touching every
+# object copies their pages (about as much memory again). Above this many shops to encode, the
+# cache is written in place instead (a slower first run, no second copy).
+BACKGROUND_MAX = 25_000
 ENV_OFF = "RECONCILER_NO_CACHE"
 
 _SCENARIOS = {s.value: s for s in Scenario}
@@ -139,13 +144,17 @@ class ShopCache:
         """Write what this run saw, when it differs from what was read (best effort).
 
         ``background``: in a forked child, on the other core, while this process goes on
-        (plans the shops); ``finish()`` waits for it. Without ``fork``, or with other threads
-        running (a fork copies only this one), it is written here and now."""
+        (plans the shops); ``finish()`` waits for it. Without ``fork``, with other threads
+        running (a fork copies only this one) or with more than ``BACKGROUND_MAX`` shops to
+        encode, it is written here and now."""
         if not self._changed and self._new.keys() == self._old.keys():
             return
-        if background and _forked(self._write):
+        if background and self._shops_to_encode() <= BACKGROUND_MAX and _forked(self._write):
             return
         self._write()
+
+    def _shops_to_encode(self) -> int:
+        return sum(len(entry[2].shops) for entry in self._new.values() if type(entry) is tuple)
 
     def _write(self) -> None:
         lines = [line if type(line) is bytes else _line(*line) for line in self._new.values()]
@@ -186,27 +195,40 @@ def _line(rel: str, sha: str, result: FileResult) -> bytes:
 _writers: list[int] = []   # forked cache writers not yet waited for
 
 
+_STOPS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP} if hasattr(signal, "SIGHUP") else set()
+
+
 def _forked(write: Callable[[], None]) -> bool:
     """Run ``write`` in a forked child (nothing inherited is used but the results in memory:
-    stdin, stdout and stderr become /dev/null, the exit is ``os._exit``); False when not forked."""
-    if not hasattr(os, "fork") or threading.active_count() > 1:
+    stdin, stdout and stderr become /dev/null, the exit is ``os._exit``); False when not forked.
+
+    The signals that stop a run are blocked across the fork: the child sets them to their
+    default action (a Ctrl-C ends it at once, leaving at most a temporary file the next save
+    sweeps) before it takes them, so none can ever run the parent's handlers or code in it."""
+    if not hasattr(os, "fork") or not _STOPS or threading.active_count() > 1:
         return False
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPS)
     try:
         pid = os.fork()
     except OSError:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         return False
     if pid:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         _writers.append(pid)
         return True
     code = 1
     try:
+        for s in _STOPS:
+            signal.signal(s, signal.SIG_DFL)
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
         write()
         code = 0
     finally:
-        os._exit(code)   # whatever happened (a signal, an error): no cache, and nothing else of the parent's runs
+        os._exit(code)   # whatever happened (an error): no cache, and nothing else of the parent's runs
 
 
 def finish() -> None:

@@ -117,3 +117,52 @@ def test_the_command_waits_for_a_slow_writer(tmp_path: Path, monkeypatch: pytest
     r = CliRunner().invoke(main, ["-C", str(tmp_path), "validate"], catch_exceptions=False)
     assert r.exit_code == 0, r.output
     assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
+
+
+def test_a_large_cache_is_written_in_place(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above BACKGROUND_MAX shops to encode, no fork (its copy-on-write pages would double the memory)."""
+    Agency_(tmp_path)
+    expected = written_in_place(tmp_path)
+    monkeypatch.setattr(parsecache, "BACKGROUND_MAX", 5)   # (the agency has 12 shops)
+    load_config(str(tmp_path), cache=True, background=True)
+    assert parsecache._writers == []
+    assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
+
+
+# a plan whose cache writer takes its time: the test interrupts the command while it waits for it
+SLOW_WRITER = """
+import sys, time
+from reconciler import parsecache
+real, finish = parsecache.write_atomic, parsecache.finish
+def slow(path, text):
+    time.sleep(60)
+    real(path, text)
+def waiting():
+    print("waiting for the writer", file=sys.stderr, flush=True)
+    finish()
+parsecache.write_atomic, parsecache.finish = slow, waiting
+sys.argv = ["reconciler", *sys.argv[1:]]
+from reconciler.cli import run
+run()
+"""
+
+
+def test_a_ctrl_c_while_the_command_waits_for_the_writer(tmp_path: Path) -> None:
+    """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the plan is printed,
+    while the command waits for its cache writer: "Interrupted.", exit 130, as during the
+    command itself; the writer ends with it and leaves no cache."""
+    import signal
+
+    Agency_(tmp_path)
+    (tmp_path / "reconciler.yaml").write_text("provider: {kind: sandbox, path: .reconciler/sandbox.db}\n", encoding="utf-8")
+    with subprocess.Popen([sys.executable, "-c", SLOW_WRITER, "-C", str(tmp_path), "plan"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True) as p:
+        assert p.stderr is not None
+        said = p.stderr.readline()   # the command is done and waits for its writer, which sleeps
+        assert said == "waiting for the writer\n", said
+        os.killpg(p.pid, signal.SIGINT)
+        out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert out.rstrip().splitlines()[-1].startswith("Plan: ")   # the whole plan was printed
+    assert err.rstrip() == "Interrupted.", err
+    assert not (tmp_path / CACHE_DIR / CACHE_FILE).exists()

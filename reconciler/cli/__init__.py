@@ -111,8 +111,12 @@ class _Group(click.Group):
             return self._invoke(ctx)
         finally:
             parsecache = sys.modules.get("reconciler.parsecache")
-            if parsecache is not None:
-                parsecache.finish()   # the parse cache written in the background (never imported to ask)
+            if parsecache is not None:   # (never imported to ask)
+                try:
+                    parsecache.finish()   # the parse cache written in the background
+                except KeyboardInterrupt:
+                    click.echo("Interrupted.", err=True)
+                    ctx.exit(130)   # as a Ctrl-C during the command itself
 
     def _invoke(self, ctx: click.Context) -> Any:
         try:
