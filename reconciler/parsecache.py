@@ -350,24 +350,33 @@ def decode(data: Any) -> FileResult:
             return sources[v]
 
         out: list[DesiredShop] = []
+        # (a list of the wrong length fails to unpack: ValueError, below; a source is an index
+        # into ``sources``, checked here, not by a call a binding)
         for item in _list(shops):
-            sid, name, erp, protect, source, bindings, labels, profile, protect_source = _list(item, 9)
-            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict or source is None
+            if type(item) is not list:
+                raise Corrupt
+            sid, name, erp, protect, source, bindings, labels, profile, protect_source = item
+            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict or type(bindings) is not list
+                    or type(source) is not int or not 0 <= source < nsources
                     or (name is not None and type(name) is not str) or (erp is not None and type(erp) is not str)
                     or (profile is not None and type(profile) is not str)):
                 raise Corrupt
             bound: dict[Scenario, DesiredBinding] = {}
-            for b in _list(bindings):
-                sc, appkey, berp, bsrc, bss, bss_src, edb = _list(b, 7)
+            for b in bindings:
+                if type(b) is not list:
+                    raise Corrupt
+                sc, appkey, berp, bsrc, bss, bss_src, edb = b
                 scenario = _SCENARIOS.get(sc) if type(sc) is str else None
-                if (scenario is None or scenario in bound or bsrc is None
+                if (scenario is None or scenario in bound or type(bsrc) is not int or not 0 <= bsrc < nsources
                         or (appkey is not None and type(appkey) is not str) or (berp is not None and type(berp) is not str)
                         or (bss is not None and type(bss) is not bool) or (edb is not None and type(edb) is not bool)):
                     raise Corrupt
-                bound[scenario] = new_binding(scenario, appkey, berp, src(bsrc), bss, src(bss_src), edb)  # type: ignore[arg-type]
+                bound[scenario] = new_binding(scenario, appkey, berp, sources[bsrc], bss,
+                                              None if bss_src is None else src(bss_src), edb)
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt
-            out.append(new_shop(sid, name, erp, protect, src(source), bound, labels, profile, src(protect_source)))  # type: ignore[arg-type]
+            out.append(new_shop(sid, name, erp, protect, sources[source], bound, labels, profile,
+                                None if protect_source is None else src(protect_source)))
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)
