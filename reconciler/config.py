@@ -192,28 +192,28 @@ def _read_erps(root: Path, shown: str, issues: list[Issue]) -> Catalog | None:
     if doc is None:
         return None
     broken: set[str] = set()
-    specs = _plain_erps(doc.data) if len(issues) == start else None
-    if specs is None:
+    erps = _plain_erps(doc.data) if len(issues) == start else None
+    if erps is None:
         from .specs import ErpsFile, ErpSpec
 
         parsed = validate_file(doc, ErpsFile, "erps", issues)
         if parsed is not None:
-            specs = {name: Erp(e.name, e.appkey) for name, e in parsed.erps.items()}
+            erps = {name: Erp(e.name, e.appkey) for name, e in parsed.erps.items()}
         else:
             # Keep checking the shops against the entries that are valid.
             raw = doc.data.get("erps") if isinstance(doc.data, dict) else None
             if not isinstance(raw, dict):
                 return None
-            specs = {}
+            erps = {}
             for name, entry in raw.items():
                 spec = valid_or_none(ErpSpec, entry)
                 if spec is not None and not has_bad(doc, ("erps", name)):
-                    specs[name] = Erp(spec.name, spec.appkey)
-            broken = set(raw) - set(specs)
+                    erps[name] = Erp(spec.name, spec.appkey)
+            broken = set(raw) - set(erps)
     sink = _Sink(issues)
-    for name, erp in specs.items():
+    for name, erp in erps.items():
         check_appkey(sink, At(doc, ("erps", name, "appkey")), erp.appkey, None)
-    return Catalog(specs, frozenset(broken))
+    return Catalog(erps, frozenset(broken))
 
 
 def _plain_erps(data: Any) -> dict[str, Erp] | None:

@@ -100,7 +100,7 @@ def _open_top(settings: TopSettings, config_dir: Path, retry: RetryPolicy, given
     except ImportError as e:  # pragma: no cover - only when an install is broken
         raise ConfigError([Issue("reconciler.yaml", 0, 0, "provider.kind",
                                  f"the top provider cannot be loaded: {e}")]) from e
-    # the URL and method names were checked with the settings (model.TopSettings), with file:line
+    # the URL and method names were checked with the settings (specs.TopSettings), with file:line
     by_default_name = {v: k for k, v in DEFAULT_METHODS.items()}
     methods = {by_default_name.get(k, k): v for k, v in settings.methods.items()}
     secret = read_secret(settings, config_dir)
