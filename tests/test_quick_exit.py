@@ -73,3 +73,27 @@ def test_a_thread_still_running_is_waited_for(config: Path) -> None:
         out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
     assert first.startswith("Configuration valid") and out == "thread finished\n"
+
+
+# an object finalized when the interpreter tears the process down (not after os._exit)
+WITH_FINALIZER = """
+import sys
+class Witness:
+    def __del__(self):
+        print("torn down", file=sys.stderr, flush=True)
+witness = Witness()
+sys.argv = ["reconciler", *sys.argv[1:]]
+from reconciler.cli import run
+run()
+"""
+
+
+@pytest.mark.parametrize(("args", "quick"), [(["validate"], True), (["plan"], True), (["history"], False),
+                                             (["--version"], False)])
+def test_only_the_read_only_commands_end_quickly(config: Path, args: list[str], quick: bool) -> None:
+    """plan, drift and validate end with os._exit; any other command (apply, history, the state
+    and sandbox commands: their databases are closed as usual) the usual way."""
+    done = subprocess.run([sys.executable, "-c", WITH_FINALIZER, "-C", str(config), *args], capture_output=True, text=True,
+                          env=cli_env(), timeout=120, check=False)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert ("torn down" in done.stderr) is not quick, done.stderr

@@ -107,9 +107,11 @@ class _Group(click.Group):
             raise _UsageError(e.message, e.ctx) from None
 
     def invoke(self, ctx: click.Context) -> Any:
+        global _ran
         try:
             return self._invoke(ctx)
         finally:
+            _ran = ctx.invoked_subcommand   # (set by click once it has found the command)
             parsecache = sys.modules.get("reconciler.parsecache")
             if parsecache is not None:   # (never imported to ask)
                 try:
@@ -172,23 +174,29 @@ def main(ctx: click.Context, config_dir: str, debug: bool, colour: bool | None, 
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
+# The read-only commands, which end with a quick exit (``run``).
+QUICK_EXIT = frozenset({"plan", "drift", "validate"})
+_ran: str | None = None   # the command this process ran
+
+
 def run() -> NoReturn:
-    """The console script (and ``python -m reconciler``): ``main``, then a quick exit.
+    """The console script (and ``python -m reconciler``): ``main``, then, after a read-only
+    command, a quick exit.
 
     A plan of 10,000 shops ends holding a few hundred thousand objects; the interpreter's own
     exit frees every one of them (~40 ms at 10,000 shops, ~0.4 s at 100,000) before the
-    process ends and the memory goes anyway. Once the command has finished — only the main
-    thread left, the exit handlers run (logging, temporary files), stdout and stderr flushed
-    — the process ends with ``os._exit`` and the same exit code. A command that leaves a
-    thread running, or output that cannot be flushed (a closed pipe), exits the usual way.
-    Nothing is pending by then: every write was committed as it was made (as after a kill)."""
+    process ends and the memory goes anyway. Once ``plan``, ``drift`` or ``validate`` has
+    finished — only the main thread left, the exit handlers run (logging, temporary files),
+    stdout and stderr flushed — the process ends with ``os._exit`` and the same exit code.
+    Any other command (those that write: their databases are closed as usual), a command that
+    leaves a thread running, or output that cannot be flushed (a closed pipe) exits the usual way."""
     try:
         main()
     except SystemExit as e:
         code = e.code
     else:  # (standalone click always exits)
         code = 0
-    if threading.active_count() > 1:
+    if _ran not in QUICK_EXIT or threading.active_count() > 1:
         sys.exit(code)
     atexit._run_exitfuncs()
     if not isinstance(code, int) and code is not None:
