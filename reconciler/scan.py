@@ -40,7 +40,9 @@ from .model import DesiredBinding, DesiredShop, Erp, Scenario, Source, new_shop,
 from .yamlio import Loader
 
 # one content line: indentation, the item's "- " (with the spaces after it), a key, the value text
-_LINE = re.compile(r"( *)(- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: +(.*?))? *")
+# (its trailing spaces stripped after: a lazy ``(.*?) *`` would try every split of a long run
+# of spaces, quadratic in the line's length)
+_LINE = re.compile(r"( *)(- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: +(.*))?")
 _COMMENT = re.compile(r" +#.*")
 # a plain scalar may not start with an indicator (a flow collection, a tag, an anchor, a block scalar …)
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
@@ -116,10 +118,10 @@ def _lines(text: str) -> list[Line]:
                 continue   # a blank line or a comment
             raise NotPlain
         indent, dash, key, value = m.groups()
-        if not value:
-            value = ""
-        elif value[0] == "#":
-            value = ""   # ``key:  # a comment``
+        if value:
+            value = value.rstrip(" ")
+        if not value or value[0] == "#":
+            value = ""   # nothing, or ``key:  # a comment``
         add((number, len(indent), len(dash) if dash else 0, key, value))
     return out
 
@@ -212,11 +214,17 @@ class _Reader:
                     bindings[sc] = self._binding(sc, declared[key], erp, said)
         return new_shop(sid, name, erp, protect, new_source(file, number, None, None), bindings, labels, None, None)
 
-    def _labels(self, column: int, value: str) -> dict[str, str]:
-        if value == _EMPTY:
-            return {}
-        if value:
+    @staticmethod
+    def _opens_block(value: str) -> bool:
+        """A key whose value is a mapping: ``{}`` (False: empty), or nothing after the colon
+        (True: a block below); anything else is not plain."""
+        if value and value != _EMPTY:
             raise NotPlain
+        return not value
+
+    def _labels(self, column: int, value: str) -> dict[str, str]:
+        if not self._opens_block(value):
+            return {}
         below, block = self._block(column)
         if below < 0:
             raise NotPlain   # labels: null
@@ -228,10 +236,8 @@ class _Reader:
         return labels
 
     def _scenarios(self, column: int, value: str) -> dict[str, tuple[int, str, list[Line]]]:
-        if value == _EMPTY:
+        if not self._opens_block(value):
             return {}
-        if value:
-            raise NotPlain
         below, block = self._nested(column)
         if below < 0:
             raise NotPlain   # scenarios: null

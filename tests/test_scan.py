@@ -281,3 +281,18 @@ def test_bytes_that_are_not_utf8_or_hold_odd_characters_are_left_to_yaml() -> No
     for raw in (PLAIN.encode("utf-16"), b"\xef\xbb\xbf" + PLAIN.encode(), PLAIN.encode().replace("店".encode(), b"\xff"),
                 PLAIN.replace("店铺 1", "店铺\u2028").encode(), PLAIN.replace("店铺 1", "a\x00").encode(), b"", b"shops:\n"):
         assert scan.shops(raw, FILE, ERPS) is None
+
+
+def test_a_long_run_of_spaces_is_read_in_linear_time() -> None:
+    """A value with a run of 2,000,000 spaces inside and after it: read (as YAML reads it) in a
+    bounded time. A lazy ``(.*?) *`` in the line pattern tried every split of the run: hours."""
+    import subprocess
+    import sys
+
+    code = ("from reconciler import scan; from reconciler.model import Erp\n"
+            "raw = ('shops:\\n  - id: \"100001\"\\n    name: x' + ' ' * 2_000_000 + 'y' + ' ' * 2_000_000 + '\\n'"
+            " + '    erp: jushuitan\\n').encode()\n"
+            "shops = scan.shops(raw, 'f.yaml', {'jushuitan': Erp('j', '21345678')})\n"
+            "assert shops is not None and shops[0].name == 'x' + ' ' * 2_000_000 + 'y', shops\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
