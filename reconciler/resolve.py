@@ -260,12 +260,12 @@ def _source(ctx: _Context, w: _Wanted, erp: _Said | None, erp_ref: Erp | None) -
 
 def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None, src: At) -> DesiredBinding | None:
     """The desired binding of a valid scenario, with its settings; None if they contradict it."""
-    from .specs import ModifyAddressSpec, OrderStatusSpec
-
     assert w.spec is not None
+    from . import specs   # (loaded by the step-by-step reading, which is the only caller: a lookup)
+
     extra: dict[str, Any] = {}
     # isinstance, not getattr: pydantic's __getattr__ for an attribute a model lacks is slow
-    bss = w.spec.buyer_self_service if isinstance(w.spec, ModifyAddressSpec) else None
+    bss = w.spec.buyer_self_service if isinstance(w.spec, specs.ModifyAddressSpec) else None
     if bss is not None:
         at = w.at.child("buyer_self_service")
         if w.unbound and bss:
@@ -273,7 +273,7 @@ def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None
             return None
         extra["buyer_self_service"] = bss
         extra["buyer_self_service_source"] = ctx.source(at)
-    edb = w.spec.erp_detail_button if isinstance(w.spec, OrderStatusSpec) else None
+    edb = w.spec.erp_detail_button if isinstance(w.spec, specs.OrderStatusSpec) else None
     if edb is not None:
         extra["erp_detail_button"] = edb
     return DesiredBinding(scenario=w.scenario, appkey=appkey, erp=erp_name, source=ctx.source(src, scenario_at=w.at),
