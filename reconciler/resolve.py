@@ -261,7 +261,7 @@ def _source(ctx: _Context, w: _Wanted, erp: _Said | None, erp_ref: Erp | None) -
 def _binding(ctx: _Context, w: _Wanted, appkey: str | None, erp_name: str | None, src: At) -> DesiredBinding | None:
     """The desired binding of a valid scenario, with its settings; None if they contradict it."""
     assert w.spec is not None
-    from . import specs   # (loaded by the step-by-step reading, which is the only caller: a lookup)
+    from . import specs  # (loaded by the step-by-step reading, which is the only caller: a lookup)
 
     extra: dict[str, Any] = {}
     # isinstance, not getattr: pydantic's __getattr__ for an attribute a model lacks is slow
