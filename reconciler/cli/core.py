@@ -93,8 +93,9 @@ def validate(ctx: click.Context, fmt: str) -> None:
     if fmt == "text":
         click.echo(_valid_line(load(ctx)))
         return
+    cache = use_cache(ctx)
     try:
-        config: Config | None = load_config(state(ctx).config_dir, cache=use_cache(ctx), background=use_cache(ctx))
+        config: Config | None = load_config(state(ctx).config_dir, cache=cache, background=cache)
         issues = list(config.warnings) if config is not None else []
     except ConfigError as e:
         config, issues = None, list(e.issues)
