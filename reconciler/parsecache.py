@@ -25,8 +25,9 @@ It never changes a result:
 ``RECONCILER_NO_CACHE=1`` turns it off. Writing it is best effort: a read-only config dir
 just goes without. The commands write it in the background — a forked child encodes and
 writes it on the other core while the command plans — and wait for that child before they
-end, so the file is whole when the command returns (without ``fork``, or with other threads
-running, it is written in place).
+end, so the file is whole when the command returns. Only the console script's own process
+forks (``cli.context.CONSOLE``); without ``fork``, with other threads running or with a large
+cache, it is written in place.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ import click
 
 from .. import __version__
 from ..errors import ReconcilerError, mask
+from . import context
 from .context import DEFAULT_CONFIG_DIR, State
 
 if TYPE_CHECKING:
@@ -190,6 +191,7 @@ def run() -> NoReturn:
     stdout and stderr flushed — the process ends with ``os._exit`` and the same exit code.
     Any other command (those that write: their databases are closed as usual), a command that
     leaves a thread running, or output that cannot be flushed (a closed pipe) exits the usual way."""
+    context.CONSOLE = True
     try:
         main()
     except SystemExit as e:

@@ -25,6 +25,7 @@ from ..ratelimit import Share
 from ..settings import Settings, TopSettings, replace
 from ..shard import Shard, parse_shard
 from ..vocab import ProblemKind, Severity
+from . import context
 from .context import State
 
 if TYPE_CHECKING:
@@ -72,7 +73,8 @@ def use_cache(ctx: click.Context) -> bool:
 def load(ctx: click.Context, shops: tuple[str, ...] = (), shard: Shard | None = None) -> Config:
     """The validated config (warnings go to stderr), limited to a shard; ConfigError propagates."""
     cache = use_cache(ctx)
-    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None, cache=cache, background=cache)
+    config = load_config(state(ctx).config_dir, shops=set(shops) if shops else None, cache=cache,
+                         background=cache and context.CONSOLE)
     for w in config.warnings:
         err(str(w))
     return in_shard(config, shard)

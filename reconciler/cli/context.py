@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_CONFIG_DIR = "configs"
+# True in the console script's own process (``cli.run``): a short-lived process of ours, where
+# the parse cache may be written by a forked child. A command run inside another program (a
+# test runner, an embedding tool: its threads, files and connections not ours) writes it in place.
+CONSOLE = False
 
 
 @dataclass

@@ -35,6 +35,7 @@ from ..waivers import waive_plan
 
 if TYPE_CHECKING:
     from ..state import InterruptedShop, Store
+from . import context
 from .common import (
     auth_problems,
     err,
@@ -95,7 +96,7 @@ def validate(ctx: click.Context, fmt: str) -> None:
         return
     cache = use_cache(ctx)
     try:
-        config: Config | None = load_config(state(ctx).config_dir, cache=cache, background=cache)
+        config: Config | None = load_config(state(ctx).config_dir, cache=cache, background=cache and context.CONSOLE)
         issues = list(config.warnings) if config is not None else []
     except ConfigError as e:
         config, issues = None, list(e.issues)
