@@ -100,15 +100,21 @@ def test_a_real_plan_leaves_the_whole_cache_and_only_its_own_output(tmp_path: Pa
     assert len(FILES) + 1 == len(expected.splitlines())
 
 
-# the console script with a writer slower than the command (half a second before it writes)
-SLOW_HALF_SECOND = """
+def slow_writer(seconds: float, *, say_waiting: bool = False) -> str:
+    """A script that runs the console script with a cache writer ``seconds`` slower than the
+    command; ``say_waiting``: says on stderr when the command starts to wait for it."""
+    return f"""
 import sys, time
 from reconciler import parsecache
-real = parsecache.write_atomic
+real, finish = parsecache.write_atomic, parsecache.finish
 def slow(path, text):
-    time.sleep(0.5)
+    time.sleep({seconds})
     real(path, text)
-parsecache.write_atomic = slow
+def waiting():
+    if {say_waiting}:
+        print("waiting for the writer", file=sys.stderr, flush=True)
+    finish()
+parsecache.write_atomic, parsecache.finish = slow, waiting
 sys.argv = ["reconciler", *sys.argv[1:]]
 from reconciler.cli import run
 run()
@@ -120,7 +126,7 @@ def test_the_command_waits_for_a_slow_writer(tmp_path: Path) -> None:
     Agency_(tmp_path)
     (tmp_path / "reconciler.yaml").write_text("provider: {kind: sandbox, path: .reconciler/sandbox.db}\n", encoding="utf-8")
     expected = written_in_place(tmp_path)
-    done = subprocess.run([sys.executable, "-c", SLOW_HALF_SECOND, "-C", str(tmp_path), "validate"], capture_output=True,
+    done = subprocess.run([sys.executable, "-c", slow_writer(0.5), "-C", str(tmp_path), "validate"], capture_output=True,
                           text=True, env=cli_env(), timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
@@ -147,24 +153,6 @@ def test_a_large_cache_is_written_in_place(tmp_path: Path, monkeypatch: pytest.M
     assert (tmp_path / CACHE_DIR / CACHE_FILE).read_bytes() == expected
 
 
-# a plan whose cache writer takes its time: the test interrupts the command while it waits for it
-SLOW_WRITER = """
-import sys, time
-from reconciler import parsecache
-real, finish = parsecache.write_atomic, parsecache.finish
-def slow(path, text):
-    time.sleep(60)
-    real(path, text)
-def waiting():
-    print("waiting for the writer", file=sys.stderr, flush=True)
-    finish()
-parsecache.write_atomic, parsecache.finish = slow, waiting
-sys.argv = ["reconciler", *sys.argv[1:]]
-from reconciler.cli import run
-run()
-"""
-
-
 def test_a_ctrl_c_while_the_command_waits_for_the_writer(tmp_path: Path) -> None:
     """Ctrl-C (SIGINT to the process group, as a terminal sends it) once the plan is printed,
     while the command waits for its cache writer: "Interrupted.", exit 130, as during the
@@ -173,7 +161,7 @@ def test_a_ctrl_c_while_the_command_waits_for_the_writer(tmp_path: Path) -> None
 
     Agency_(tmp_path)
     (tmp_path / "reconciler.yaml").write_text("provider: {kind: sandbox, path: .reconciler/sandbox.db}\n", encoding="utf-8")
-    with subprocess.Popen([sys.executable, "-c", SLOW_WRITER, "-C", str(tmp_path), "plan"], stdout=subprocess.PIPE,
+    with subprocess.Popen([sys.executable, "-c", slow_writer(60, say_waiting=True), "-C", str(tmp_path), "plan"], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True, env=cli_env(), start_new_session=True) as p:
         assert p.stderr is not None
         said = p.stderr.readline()   # the command is done and waits for its writer, which sleeps
