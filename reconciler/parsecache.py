@@ -3,7 +3,7 @@
 Reading 10,000 shops costs YAML composition, validation and resolution; a team's CI plans
 the same files again and again. Each shop file's *result* (its resolved shops, the ids and
 profile users the checks across files need, its warnings) is kept under the config dir in
-``.reconciler/cache/shops-v2.txt``, keyed by the file's path and the SHA-256 of its bytes.
+``.reconciler/cache/shops-v3.txt``, keyed by the file's path and the SHA-256 of its bytes.
 Everything else a file's result depends on is in the cache's *context*: the tool's version
 and the code of the modules that read the configuration (an editable install keeps its
 version number across commits), the cache format, the config dir as spelt (paths in
@@ -51,7 +51,7 @@ from .errors import Issue
 from .files import FileError, MiB, read_regular, write_atomic
 from .model import DesiredBinding, DesiredShop, Scenario, Source, new_binding, new_shop, new_source
 
-FORMAT = 2
+FORMAT = 3
 CACHE_DIR = ".reconciler/cache"
 CACHE_FILE = f"shops-v{FORMAT}.txt"
 MAX_CACHE = 512 * MiB
@@ -241,13 +241,17 @@ def finish() -> None:
 
 
 def _sweep(path: Path) -> None:
-    """Remove what a writer killed mid-write left (``.shops-v2.txt.tmp<pid>``, as big as the
-    cache) when that process is gone; a writer still running keeps its own."""
+    """Remove what a writer killed mid-write left (``.shops-v3.txt.tmp<pid>``, as big as the
+    cache) when that process is gone (a writer still running keeps its own), and the cache of
+    an older format (``shops-v2.txt``: no version of the tool reads both)."""
     with contextlib.suppress(OSError):
-        for left in path.parent.glob(f".{path.name}.tmp*"):
+        for left in path.parent.glob(".shops-v*.txt.tmp*"):
             pid = left.name.rsplit(".tmp", 1)[1]
             if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
                 left.unlink(missing_ok=True)
+        for old in path.parent.glob("shops-v*.txt"):
+            if old.name != path.name:
+                old.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -273,12 +277,18 @@ def context_bytes(path: Path) -> bytes | None:
 
 
 # --------------------------------------------------------------------------- the format
-# A result is [files, sources, shops, seen, users, warnings]. A source is [file, line,
-# profile, profile_at], its file an index into ``files``; shops and bindings name sources by
-# their index in ``sources`` (a shop's bindings mostly share its ERP's line). A binding is
-# [scenario, appkey, erp, source, bss, bss_source, erp_detail_button]; a shop [id, name, erp,
-# protect, source, bindings, labels, profile, protect_source]; an issue [file, line, column,
-# path, message, severity].
+# A result is [files, lines, profiled, sets, shops, seen, users, warnings], shaped so a warm
+# run parses few JSON values and checks each kind of binding once, not each binding:
+# - ``files``: the file names the sources name; ``lines``: the sources, flat, two numbers each
+#   (file index, line); ``profiled``: [source index, profile, profile_at] for the sources a
+#   profile is involved in (the others have neither);
+# - ``sets``: the binding sets the shops have, each a list of bindings [scenario, appkey, erp,
+#   bss, erp_detail_button, slot, bss_slot]; a slot numbers the sources *within one shop*, so
+#   the 3,000 shops of an ERP whose bindings all come from their own ``erp:`` line share one set;
+# - a shop: [id, name, erp, protect, source, set, [the source of each slot], labels, profile,
+#   protect_source], sources by their index;
+# - ``seen``: null when it is every shop's id with the ``file:line`` of its source, else the
+#   pairs; ``users`` the pairs; an issue [file, line, column, path, message, severity].
 
 
 def encode(r: FileResult) -> list[Any]:
@@ -295,13 +305,30 @@ def encode(r: FileResult) -> list[Any]:
             sources.append(s)
         return n
 
-    shops = [[s.id, s.name, s.erp, s.protect, src(s.source),
-              [[b.scenario, b.appkey, b.erp, src(b.source), b.buyer_self_service, src(b.buyer_self_service_source),
-                b.erp_detail_button] for b in s.bindings.values()],   # (a Scenario is its str value)
-              s.labels, s.profile, src(s.protect_source)] for s in r.shops]
-    table = [[files.setdefault(s.file, len(files)), s.line, s.profile, s.profile_at] for s in sources]
+    sets: dict[tuple[tuple[Any, ...], ...], int] = {}
+    shops = []
+    for s in r.shops:
+        slots: dict[int | None, int] = {}   # source index → slot
+
+        def slot(source: Source) -> int:
+            return slots.setdefault(src(source), len(slots))  # noqa: B023  (used in this iteration only)
+
+        shape = tuple((b.scenario.value, b.appkey, b.erp, b.buyer_self_service, b.erp_detail_button, slot(b.source),
+                       None if b.buyer_self_service_source is None else slot(b.buyer_self_service_source))
+                      for b in s.bindings.values())
+        shops.append([s.id, s.name, s.erp, s.protect, src(s.source), sets.setdefault(shape, len(sets)), list(slots),
+                      s.labels, s.profile, src(s.protect_source)])
+    lines: list[int] = []
+    profiled = []
+    for n, source in enumerate(sources):
+        lines += (files.setdefault(source.file, len(files)), source.line)
+        if source.profile is not None or source.profile_at is not None:
+            profiled.append([n, source.profile, source.profile_at])
+    derived = len(r.seen) == len(r.shops) and all(
+        sid == shop.id and where == f"{shop.source.file}:{shop.source.line}" for (sid, where), shop in zip(r.seen, r.shops, strict=True))
     warnings = [[i.file, i.line, i.column, i.path, i.message, i.severity] for i in r.warnings]
-    return [list(files), table, shops, [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
+    return [list(files), lines, profiled, [[list(b) for b in shape] for shape in sets], shops,
+            None if derived else [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
 
 
 def _str(v: Any) -> str:
@@ -326,64 +353,85 @@ def _pairs(v: Any) -> list[tuple[str, str]]:
     return [(_str(a), _str(b)) for a, b in (_list(x, 2) for x in _list(v))]
 
 
+def _opt(v: Any, kind: type) -> bool:
+    """``v`` is None or of exactly ``kind``."""
+    return v is None or type(v) is kind
+
+
+_Set = tuple[int, list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]]]
+
+
+def _sets(v: Any) -> list[_Set]:
+    """The binding sets, each checked once: (how many slots its shops give, its bindings)."""
+    out: list[_Set] = []
+    for shape in _list(v):
+        bindings: list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]] = []
+        nslots = 0
+        for b in _list(shape):
+            sc, appkey, erp, bss, edb, slot, bss_slot = _list(b, 7)
+            scenario = _SCENARIOS.get(sc) if type(sc) is str else None
+            if (scenario is None or any(seen[0] is scenario for seen in bindings) or not _opt(appkey, str)
+                    or not _opt(erp, str) or not _opt(bss, bool) or not _opt(edb, bool)):
+                raise Corrupt
+            nslots = max(nslots, _int(slot) + 1, 0 if bss_slot is None else _int(bss_slot) + 1)
+            bindings.append((scenario, appkey, erp, bss, edb, slot, bss_slot))
+        out.append((nslots, bindings))
+    return out
+
+
 def decode(data: Any) -> FileResult:
     """An encoded result, every value's type checked; raises ``Corrupt``. (The hot loop of a
     warm plan: 30,000 bindings for 10,000 shops, hence the inlined checks.)"""
     try:
-        names, table, shops, seen, users, warnings = _list(data, 6)
+        names, flat, profiled, sets, shops, seen, users, warnings = _list(data, 8)
         files = [_str(f) for f in _list(names)]
         nfiles = len(files)
         sources: list[Source] = []
-        for v in _list(table):
-            f, line, profile, profile_at = _list(v, 4)
-            if (type(f) is not int or not 0 <= f < nfiles or type(line) is not int or not 0 <= line < 1 << 31
-                    or (profile is not None and type(profile) is not str)
-                    or (profile_at is not None and type(profile_at) is not str)):
+        pairs = iter(_list(flat))
+        for f, line in zip(pairs, pairs, strict=True):
+            if type(f) is not int or not 0 <= f < nfiles or type(line) is not int or not 0 <= line < 1 << 31:
                 raise Corrupt
-            sources.append(new_source(files[f], line, profile, profile_at))
+            sources.append(new_source(files[f], line, None, None))
         nsources = len(sources)
-
-        def src(v: Any) -> Source | None:
-            if v is None:
-                return None
-            if type(v) is not int or not 0 <= v < nsources:
+        for v in _list(profiled):
+            n, profile, profile_at = _list(v, 3)
+            if type(n) is not int or not 0 <= n < nsources or not _opt(profile, str) or not _opt(profile_at, str):
                 raise Corrupt
-            return sources[v]
-
+            sources[n] = new_source(sources[n].file, sources[n].line, profile, profile_at)
+        checked = _sets(sets)
+        nsets = len(checked)
         out: list[DesiredShop] = []
-        # (a list of the wrong length fails to unpack: ValueError, below; a source is an index
-        # into ``sources``, checked here, not by a call a binding)
+        # (a list of the wrong length fails to unpack: ValueError, below)
         for item in _list(shops):
             if type(item) is not list:
                 raise Corrupt
-            sid, name, erp, protect, source, bindings, labels, profile, protect_source = item
-            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict or type(bindings) is not list
-                    or type(source) is not int or not 0 <= source < nsources
-                    or (name is not None and type(name) is not str) or (erp is not None and type(erp) is not str)
-                    or (profile is not None and type(profile) is not str)):
+            sid, name, erp, protect, source, k, slots, labels, profile, protect_source = item
+            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict
+                    or type(source) is not int or not 0 <= source < nsources or type(k) is not int or not 0 <= k < nsets
+                    or type(slots) is not list or not _opt(name, str) or not _opt(erp, str) or not _opt(profile, str)
+                    or (protect_source is not None and (type(protect_source) is not int or not 0 <= protect_source < nsources))):
                 raise Corrupt
-            bound: dict[Scenario, DesiredBinding] = {}
-            for b in bindings:
-                if type(b) is not list:
+            nslots, bindings = checked[k]
+            if len(slots) != nslots:
+                raise Corrupt
+            for v in slots:
+                if type(v) is not int or not 0 <= v < nsources:
                     raise Corrupt
-                sc, appkey, berp, bsrc, bss, bss_src, edb = b
-                scenario = _SCENARIOS.get(sc) if type(sc) is str else None
-                if (scenario is None or scenario in bound or type(bsrc) is not int or not 0 <= bsrc < nsources
-                        or (appkey is not None and type(appkey) is not str) or (berp is not None and type(berp) is not str)
-                        or (bss is not None and type(bss) is not bool) or (edb is not None and type(edb) is not bool)):
-                    raise Corrupt
-                bound[scenario] = new_binding(scenario, appkey, berp, sources[bsrc], bss,
-                                              None if bss_src is None else src(bss_src), edb)
+            bound: dict[Scenario, DesiredBinding] = {
+                sc: new_binding(sc, appkey, berp, sources[slots[slot]], bss,
+                                None if bss_slot is None else sources[slots[bss_slot]], edb)
+                for sc, appkey, berp, bss, edb, slot, bss_slot in bindings}
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt
             out.append(new_shop(sid, name, erp, protect, sources[source], bound, labels, profile,
-                                None if protect_source is None else src(protect_source)))
+                                None if protect_source is None else sources[protect_source]))
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)
             if _str(severity) == "error":
                 raise Corrupt  # results with errors are never cached
             issues.append(Issue(_str(file), _int(line), _int(column), _str(path), _str(message), severity))
-        return FileResult(out, _pairs(seen), _pairs(users), issues)
+        where = [(s.id, f"{s.source.file}:{s.source.line}") for s in out] if seen is None else _pairs(seen)
+        return FileResult(out, where, _pairs(users), issues)
     except (ValueError, TypeError) as e:   # unpacking a list of the wrong length
         raise Corrupt from e

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -179,11 +180,17 @@ CORRUPTIONS = {
     "garbage": lambda b: b"\xff\xfe\x00garbage\n" * 100,
     "empty": lambda b: b"",
     "another version": lambda b: b.replace(b'"tool": "', b'"tool": "9', 1),
-    "a line as text": lambda b: b.replace(b',4,null,null]', b',"4",null,null]', 1),
+    "a line as text": lambda b: re.sub(rb'"\],\[0,(\d+),', rb'"],[0,"\1",', b, count=1),
+    "an odd count of line numbers": lambda b: re.sub(rb'"\],\[0,\d+,', rb'"],[', b, count=1),
     "an unknown scenario": lambda b: b.replace(b'["intercept_shipment"', b'["bogus"', 1),
+    "a scenario twice in a set": lambda b: b.replace(b'["modify_address"', b'["intercept_shipment"', 1),
     "an error cached": lambda b: b.replace(b'"warning"]', b'"error"]', 1) if b'"warning"]' in b else b[:-5],
-    "wrong arity": lambda b: b.replace(b',null,null,null]', b',null,null]', 1),
-    "a source out of range": lambda b: b.replace(b',false,0,[["', b',false,4000,[["', 1),
+    "wrong arity": lambda b: b.replace(b',null,null,0,null]', b',null,0,null]', 1),
+    "a source out of range": lambda b: re.sub(rb',false,\d+,', b',false,4000,', b, count=1),
+    "a set out of range": lambda b: re.sub(rb'(,false,\d+,)\d+,\[', rb'\g<1>99,[', b, count=1),
+    "a slot too few": lambda b: re.sub(rb'(,false,\d+,\d+,\[)\d+,', rb'\1', b, count=1),
+    "a slot out of range": lambda b: re.sub(rb'(,false,\d+,\d+,\[)\d+,', rb'\g<1>4000,', b, count=1),
+    "a profiled source out of range": lambda b: re.sub(rb'\[\[\d+,"std",', b'[[4000,"std",', b, count=1),
     "deep nesting": lambda b: b.split(b"\n")[0] + b"\n" + b.split(b"\n")[1].split(b"\t")[0] + b"\t"
                               + b.split(b"\n")[1].split(b"\t")[1] + b"\t" + b"[" * 200_000 + b"\n",
     "a null byte line": lambda b: b + b"\x00\t\x00\t\x00\n",
@@ -292,8 +299,9 @@ def test_another_version_of_the_code_discards_the_cache(tmp_path: Path) -> None:
 
 
 def test_what_a_killed_writer_left_is_swept(tmp_path: Path) -> None:
-    """A writer killed mid-write leaves ``.shops-v2.txt.tmp<pid>`` (as big as the cache): the
-    next save removes it once that process is gone, never one of a writer still running."""
+    """A writer killed mid-write leaves ``.shops-v3.txt.tmp<pid>`` (as big as the cache): the
+    next save removes it once that process is gone, never one of a writer still running; the
+    cache of an older format (and what its writer left) goes too, another name kept there stays."""
     Agency_(tmp_path)
     outcome(str(tmp_path), cache=True)
     folder = tmp_path / CACHE_DIR
@@ -303,11 +311,13 @@ def test_what_a_killed_writer_left_is_swept(tmp_path: Path) -> None:
     try:
         dead = folder / f".{CACHE_FILE}.tmp{gone.pid}"
         live = folder / f".{CACHE_FILE}.tmp{running.pid}"
-        dead.write_bytes(b"half a cache")
-        live.write_bytes(b"being written")
+        older, older_left, other = folder / "shops-v2.txt", folder / f".shops-v2.txt.tmp{gone.pid}", folder / "notes.txt"
+        for path in (dead, live, older, older_left, other):
+            path.write_bytes(b"half a cache")
         Agency_(tmp_path).edit(("add", FILES[0], 7))  # a change, so that the cache is saved again
         assert outcome(str(tmp_path), cache=True) == outcome(str(tmp_path), cache=False)
         assert not dead.exists() and live.exists()
+        assert not older.exists() and not older_left.exists() and other.exists()
     finally:
         assert running.stdin is not None
         running.stdin.close()
