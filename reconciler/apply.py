@@ -12,12 +12,10 @@ longer hold, before anything is written.
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from .errors import ConflictError, FatalProviderError, ProviderError, StalePlan, UnsafePlan, mask
 from .model import Desired, Scenario, ShopState
@@ -25,7 +23,16 @@ from .plan import Change, Plan, compute_plan, needed_checks
 from .providers.base import Provider
 from .vocab import Action, Exit, Outcome, ProblemKind, Severity, WriteFate, show
 
-log = logging.getLogger("reconciler.apply")
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """The module's logger (written to when an apply goes wrong: logging is imported then, not by every plan)."""
+    import logging
+
+    return logging.getLogger("reconciler.apply")
+
 
 Recorder = Callable[..., None]
 Progress = Callable[[int, int, str], None]
@@ -242,7 +249,7 @@ def _describe(e: Exception) -> str:
     still rolled back — and its text is masked, since we did not build it."""
     if isinstance(e, ProviderError):
         return str(e)
-    log.debug("unexpected error during apply", exc_info=True)
+    _log().debug("unexpected error during apply", exc_info=True)
     return f"unexpected {type(e).__name__}: {mask(str(e))}"
 
 
@@ -288,7 +295,7 @@ def apply_shop(provider: Provider, shop: str, changes: Sequence[Change], record:
                 return back
             # nothing of this run stays on the shop: the open intent makes the next plan name it, and
             # the next apply finds nothing of this run's on the platform to record — a false alarm, never a loss
-            log.warning("shop %s: could not record the end of its changes in the journal", shop, exc_info=True)
+            _log().warning("shop %s: could not record the end of its changes in the journal", shop, exc_info=True)
     return out
 
 
@@ -328,7 +335,7 @@ def _record_quietly(record: Recorder, **row: object) -> None:
     try:
         record(**row)
     except Exception:
-        log.warning("could not record %s", row.get("outcome"), exc_info=True)
+        _log().warning("could not record %s", row.get("outcome"), exc_info=True)
 
 
 def _roll_back(provider: Provider, shop: str, applied: list[Change], already: list[Change], failed: Change, error: str,
@@ -399,6 +406,8 @@ def apply_plan(plan: Plan, provider: Provider, *, record: Recorder | None = None
         for shop in shops:
             collect(shop, one(shop))
     else:
+        from concurrent.futures import ThreadPoolExecutor  # (only when applying in parallel)
+
         with ThreadPoolExecutor(max_workers=parallelism) as pool:
             for shop, o in zip(shops, pool.map(one, shops), strict=True):
                 collect(shop, o)

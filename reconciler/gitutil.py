@@ -4,11 +4,12 @@ is absent; git is never required."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 
 def _git(directory: Path, *args: str) -> tuple[int, str] | None:
+    import subprocess  # (when git is asked: apply, or a secrets file named in reconciler.yaml)
+
     try:
         out = subprocess.run(["git", "-C", str(directory), *args], capture_output=True, text=True, timeout=5, check=False)
     except (OSError, subprocess.SubprocessError):

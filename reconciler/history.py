@@ -15,7 +15,6 @@ whole plan was refused: stale, unsafe, locked, not confirmed), ``rolled-back`` a
 
 from __future__ import annotations
 
-import getpass
 import math
 import os
 import re
@@ -41,6 +40,8 @@ def default_actor() -> str:
     for var in CI_ACTOR_VARS:
         if os.environ.get(var):
             return os.environ[var]
+    import getpass  # (only by the commands that record who ran them)
+
     try:
         return getpass.getuser()
     except Exception:  # no user database entry (containers)

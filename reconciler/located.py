@@ -13,7 +13,6 @@ single file (world files).
 
 from __future__ import annotations
 
-import difflib
 import re
 import types
 import typing
@@ -21,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConfigError, Issue
-from .vocab import WHOLE_FILE, excerpt
+from .vocab import WHOLE_FILE, close_matches, excerpt
 from .yamlio import Document, PathT, load, number_text, path_str, paused_gc, read_as
 
 if TYPE_CHECKING:
@@ -220,7 +219,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
             return path, (f"unknown key {excerpt(key)}: secrets never go in the configuration; name the environment variable"
                           " (app_secret_env, sessions_env) or the file (app_secret_file, sessions_file) that holds them"), True
         allowed = sorted(model.model_fields) if model else []
-        close = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+        close = close_matches(key, allowed)
         hint = f"; did you mean {close[0]!r}?" if close else (f"; expected one of: {', '.join(allowed)}" if allowed else "")
         return path, f"unknown key {excerpt(key)}{hint}", True
     if kind == "missing":
@@ -260,7 +259,7 @@ def _message(err: Any, doc: Document, path: PathT, model: type[BaseModel] | None
     if kind == "union_tag_invalid":
         tags = re.findall(r"'([^']*)'", str(err["ctx"].get("expected_tags", "")))
         tag = str(err["ctx"].get("tag"))[:40]
-        close = difflib.get_close_matches(tag, tags, n=1, cutoff=0.6)
+        close = close_matches(tag, tags)
         hint = f"; did you mean {close[0]!r}?" if close else f"; expected one of: {', '.join(tags)}"
         return (*path, "kind"), f"unknown kind {excerpt(tag)}{hint}", False
     if kind == "union_tag_not_found":

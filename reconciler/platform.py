@@ -23,10 +23,8 @@ issued; a shop's current pair is its latest.
 from __future__ import annotations
 
 import json
-import secrets
 import sqlite3
 import threading
-import uuid
 from collections.abc import Generator, Iterable, Iterator
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -139,6 +137,8 @@ class SandboxPlatform:
         with self._lock:
             row = self._db.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)).fetchone()
             if row is None:
+                import uuid  # (once a sandbox)
+
                 with self._tx() as db:
                     db.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (IDENTITY_KEY, f"sandbox-{uuid.uuid4().hex}"))
                 row = self._db.execute("SELECT value FROM meta WHERE key = ?", (IDENTITY_KEY,)).fetchone()
@@ -417,6 +417,8 @@ class SandboxPlatform:
 
     def _issue(self, db: sqlite3.Connection, shop: str, now: datetime, refresh_end: datetime) -> dict[str, Any]:
         """A new access and refresh token for ``shop``, as TOP answers them: ``token_result``, a JSON string."""
+        import secrets  # (only the sandbox's authorization server issues tokens)
+
         ttl = self._ttl(db, "access")
         access, refresh = f"6{secrets.token_hex(24)}", f"7{secrets.token_hex(24)}"
         issued = int(db.execute("SELECT coalesce(max(issued), 0) FROM tokens WHERE shop_id = ?", (shop,)).fetchone()[0])

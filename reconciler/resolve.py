@@ -19,7 +19,6 @@ shop can be blamed for (no ERP to bind) waits until its schema errors are fixed.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -40,7 +39,7 @@ from .model import (
 
 if TYPE_CHECKING:   # (pydantic: imported by the step-by-step reading, which takes them)
     from .specs import ProfileSpec, ScenarioSpec, ShopSpec
-from .vocab import excerpt
+from .vocab import close_matches, excerpt
 from .yamlio import Document, PathT, path_str
 
 
@@ -184,7 +183,7 @@ def _erp_ref(sink: Sink, at: At, name: str, erps: Catalog | None) -> Erp | None:
     spec = erps.specs.get(name)
     if spec is None:
         names = sorted(erps.specs | dict.fromkeys(erps.broken))
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
+        close = close_matches(name, names)
         hint = f"; did you mean {close[0]!r}?" if close else f"; erps.yaml defines: {', '.join(names) or 'none'}"
         sink.add(at, f"unknown ERP {excerpt(name)}{hint}")
     return spec
@@ -318,7 +317,7 @@ def check_profile(profile: Profile, erps: Catalog | None, issues: list[Issue]) -
 def unknown_profile(name: str, profiles: Mapping[str, Profile] | None) -> str:
     if profiles is None:
         return f"unknown profile {excerpt(name)}: there is no profiles.yaml"
-    close = difflib.get_close_matches(name, list(profiles), n=1, cutoff=0.6)
+    close = close_matches(name, list(profiles))
     hint = f"; did you mean {close[0]!r}?" if close else f"; profiles.yaml defines: {', '.join(sorted(profiles)) or 'none'}"
     return f"unknown profile {excerpt(name)}{hint}"
 

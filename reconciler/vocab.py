@@ -16,7 +16,7 @@ This module imports nothing of the project: every other module may use it.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from enum import IntEnum, StrEnum
 from typing import Any
 
@@ -200,3 +200,10 @@ def excerpt(text: str, limit: int = EXCERPT) -> str:
 
 def _masked(m: re.Match[str]) -> str:
     return f"{m.group(1)}{m.group(2)}***"
+
+
+def close_matches(word: str, choices: Iterable[str]) -> list[str]:
+    """The choice most like ``word``, if any is close enough, for a "did you mean" hint."""
+    import difflib  # (only when a name is wrong: not on every run)
+
+    return difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -20,12 +20,10 @@ from ..apply import ApplyResult, make_plan
 from ..config import SCHEMAS_DIR, Config, load_config
 from ..errors import ConfigError, Issue, ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
-from ..gitutil import git_info
 from ..history import default_actor, format_time
 from ..model import Desired
 from ..plan import Plan
 from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
-from ..run import ApplyRun, RunOptions
 from ..select import Selection
 from ..settings import Settings
 from ..shard import Shard
@@ -34,6 +32,7 @@ from ..vocab import Exit
 from ..waivers import waive_plan
 
 if TYPE_CHECKING:
+    from ..run import ApplyRun, RunOptions
     from ..state import InterruptedShop, Store
 from . import context
 from .common import (
@@ -242,6 +241,9 @@ def _max_age(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 
 
 def _run_options(settings: Settings, config_dir: Path, actor: str | None, lock_timeout: float | None) -> RunOptions:
+    from ..gitutil import git_info  # (these two: only apply)
+    from ..run import RunOptions
+
     commit, branch = git_info(config_dir)
     return RunOptions(actor=actor or default_actor(), git_commit=commit, git_branch=branch,
                       lock_timeout_s=settings.state.lock_timeout_s if lock_timeout is None else lock_timeout,
@@ -291,6 +293,8 @@ def apply(ctx: click.Context, planfile: Path | None, shops: tuple[str, ...], sel
     applied (or nothing to do), 1 refused (another target, too old, locked, stale, unsafe)
     or failed with nothing changed, 3 partly applied.
     """
+    from ..run import ApplyRun  # (the run: its lock owner names this host, socket)
+
     if planfile is not None and (shops or shard):
         raise click.UsageError("--shop and --shard cannot be combined with a saved plan (it is applied exactly)")
     no_saved_plan_with(planfile, select)

@@ -31,19 +31,27 @@ connection pool (top) runs them at once. The retries of reads go through it too.
 from __future__ import annotations
 
 import copy
-import logging
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import ConflictError, FatalProviderError, ProviderError
 from ..model import AppCheck, Binding, Scenario, ShopState
 
-log = logging.getLogger("reconciler.provider")
+if TYPE_CHECKING:
+    import logging
+
+
+def _log() -> logging.Logger:
+    """The module's logger (written to on retries and writes: logging is imported then, not by every plan)."""
+    import logging
+
+    return logging.getLogger("reconciler.provider")
+
+
 T = TypeVar("T")
 A = TypeVar("A")
 DEFAULT_MAX_BAN_S = 300.0
@@ -59,6 +67,8 @@ class RetryPolicy:
     def delay(self, attempt: int, error: ProviderError) -> float:
         if error.delay is not None:
             return error.delay
+        import random  # (only when a call is retried)
+
         base: float = min(self.max_backoff_s, self.backoff_s * (2 ** attempt))
         return base * (0.5 + random.random() / 2)  # "equal jitter"
 
@@ -153,7 +163,7 @@ class Provider(ABC):
                 if self.hurried:
                     wait = min(wait, HURRY_WAIT_S)
                 attempt += 1
-                log.info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.retry.retries, wait)
+                _log().info("%s: %s; retry %d/%d in %.1fs", what, e, attempt, self.retry.retries, wait)
                 self._sleep(wait)
 
     def _final(self, what: str, e: ProviderError, attempt: int) -> ProviderError | None:
@@ -221,15 +231,15 @@ class Provider(ABC):
         return dict(zip(keys, results, strict=True))
 
     def bind(self, shop: str, scenario: Scenario, appkey: str, *, expected: str | None) -> Binding:
-        log.debug("bind %s/%s %s (expected %s)", shop, scenario, appkey, expected)
+        _log().debug("bind %s/%s %s (expected %s)", shop, scenario, appkey, expected)
         return self.call(f"bind {shop}/{scenario}", lambda: self._bind(shop, scenario, appkey, expected))
 
     def unbind(self, shop: str, scenario: Scenario, *, expected: str) -> None:
-        log.debug("unbind %s/%s (expected %s)", shop, scenario, expected)
+        _log().debug("unbind %s/%s (expected %s)", shop, scenario, expected)
         self.call(f"unbind {shop}/{scenario}", lambda: self._unbind(shop, scenario, expected))
 
     def set_self_service(self, shop: str, enabled: bool, *, expected: bool) -> None:
-        log.debug("self-service %s -> %s", shop, enabled)
+        _log().debug("self-service %s -> %s", shop, enabled)
         self.call(f"self-service {shop}", lambda: self._set_self_service(shop, enabled, expected))
 
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract

@@ -7,7 +7,6 @@ well under GitHub's 65,536-character comment limit) with a count of what was lef
 
 from __future__ import annotations
 
-import html as _html
 import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
@@ -41,6 +40,8 @@ def md(text: object) -> str:
 
 def html(text: object) -> str:
     """Text inside HTML (``<summary>``), where Markdown is not parsed."""
+    import html as _html  # (only for Markdown reports)
+
     return _html.escape(" ".join(CONTROL.sub("", str(text)).split()), quote=True)
 
 
