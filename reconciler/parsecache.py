@@ -408,18 +408,20 @@ def decode(data: Any) -> FileResult:
             sid, name, erp, protect, source, k, slots, labels, profile, protect_source = item
             if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict
                     or type(source) is not int or not 0 <= source < nsources or type(k) is not int or not 0 <= k < nsets
-                    or type(slots) is not list or not _opt(name, str) or not _opt(erp, str) or not _opt(profile, str)
+                    or type(slots) is not list or (name is not None and type(name) is not str)
+                    or (erp is not None and type(erp) is not str) or (profile is not None and type(profile) is not str)
                     or (protect_source is not None and (type(protect_source) is not int or not 0 <= protect_source < nsources))):
                 raise Corrupt
             nslots, bindings = checked[k]
             if len(slots) != nslots:
                 raise Corrupt
+            given: list[Source] = []
             for v in slots:
                 if type(v) is not int or not 0 <= v < nsources:
                     raise Corrupt
+                given.append(sources[v])
             bound: dict[Scenario, DesiredBinding] = {
-                sc: new_binding(sc, appkey, berp, sources[slots[slot]], bss,
-                                None if bss_slot is None else sources[slots[bss_slot]], edb)
+                sc: new_binding(sc, appkey, berp, given[slot], bss, None if bss_slot is None else given[bss_slot], edb)
                 for sc, appkey, berp, bss, edb, slot, bss_slot in bindings}
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt

@@ -190,8 +190,14 @@ def run() -> NoReturn:
     finished — only the main thread left, the exit handlers run (logging, temporary files),
     stdout and stderr flushed — the process ends with ``os._exit`` and the same exit code.
     Any other command (those that write: their databases are closed as usual), a command that
-    leaves a thread running, or output that cannot be flushed (a closed pipe) exits the usual way."""
+    leaves a thread running, or output that cannot be flushed (a closed pipe) exits the usual way.
+
+    This process being one command, what the collector's pauses build (the configuration, the
+    platform's states) is frozen once built (``gcpause.FREEZE``): no collection walks it again."""
+    from .. import gcpause
+
     context.CONSOLE = True
+    gcpause.FREEZE = True
     try:
         main()
     except SystemExit as e:
