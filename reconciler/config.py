@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from . import clock, settings
 from .errors import ConfigError, Issue
 from .located import load_file, valid_or_none, validate_file
-from .model import Desired, DesiredShop, Erp, Source, Waiver, names_by_appkey
+from .model import Desired, DesiredShop, Erp, Source, Waiver, binding_count, names_by_appkey
 from .parsecache import ShopCache, context_bytes
 from .resolve import At, Catalog, check_appkey
 from .resolve import Sink as _Sink
@@ -155,7 +155,7 @@ def load_config(config_dir: str | os.PathLike[str], *, shops: set[str] | None = 
         raise ConfigError(issues)
     assert settings is not None and catalog is not None
     erps = catalog.specs
-    managed_total = sum(len(s.bindings) for s in desired)
+    managed_total = sum(map(binding_count, desired))
     if shops is not None:
         unknown = sorted(shops - {s.id for s in desired})
         if unknown:

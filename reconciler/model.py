@@ -253,6 +253,108 @@ def new_state(shop_id: str, name: str | None, bindings: dict[Scenario, Binding],
     return o
 
 
+# --------------------------------------------------------------------------- shops read from the parse cache
+# A warm plan of 10,000 shops compares most of them with the platform and finds nothing to do.
+# The parse cache keeps each file's shops with their bindings grouped into *binding sets*: the
+# bindings many shops have alike but for their sources (2,000 shops of one ERP, each binding
+# from its own ``erp:`` line). A shop it reads is a ``CachedShop``: a ``DesiredShop`` whose
+# bindings are built from its set and its sources when first asked for, so that planning can
+# compare an unchanged shop through its set (``plan.compute_plan``) without building them.
+
+_BindingItem = tuple[Scenario, "str | None", "str | None", "bool | None", "bool | None", int, "int | None"]
+
+
+class BindingSet:
+    """Bindings shops share but for their sources: each (scenario, appkey, erp, buyer_self_service,
+    erp_detail_button, slot, bss_slot), a slot numbering the sources a shop gives (``CachedShop``).
+    ``pairs``: the (appkey, scenario) the preflight asks about; ``scenarios``: those it manages."""
+
+    __slots__ = ("count", "items", "pairs", "scenarios", "slots")
+
+    def __init__(self, items: list[_BindingItem]) -> None:
+        self.items = tuple(items)
+        self.count = len(self.items)
+        self.slots = max((max(slot + 1, 0 if bss_slot is None else bss_slot + 1)
+                          for _, _, _, _, _, slot, bss_slot in self.items), default=0)
+        self.pairs = frozenset((appkey, sc) for sc, appkey, *_ in self.items if appkey is not None)
+        self.scenarios = frozenset(sc for sc, *_ in self.items)
+
+    def build(self, given: Sequence[Source]) -> dict[Scenario, DesiredBinding]:
+        """The bindings of a shop that gives these sources for the slots."""
+        return {sc: new_binding(sc, appkey, erp, given[slot], bss, None if bss_slot is None else given[bss_slot], edb)
+                for sc, appkey, erp, bss, edb, slot, bss_slot in self.items}
+
+
+_ds_get_bindings = DesiredShop.__dict__["bindings"].__get__
+_SHOP_FIELDS = ("id", "name", "erp", "protect", "source", "bindings", "labels", "profile", "protect_source")
+
+
+class CachedShop(DesiredShop):
+    """A ``DesiredShop`` the parse cache read: equal to the one the files give, its bindings
+    built from ``binding_set`` and the shop's sources when first asked for. Made with its
+    fields given (``__init__``, ``dataclasses.replace``), it has no set (``binding_set`` None)
+    and is an ordinary shop."""
+
+    __slots__ = ("_given", "binding_set")
+
+    binding_set: BindingSet | None
+    _given: Sequence[Source]
+
+    @property   # (the field, built when first read)
+    def bindings(self) -> dict[Scenario, DesiredBinding]:
+        try:
+            return _ds_get_bindings(self)  # type: ignore[no-any-return]
+        except AttributeError:
+            assert self.binding_set is not None
+            built = self.binding_set.build(self._given)
+            _ds_bindings(self, built)
+            return built
+
+    @bindings.setter
+    def bindings(self, value: dict[Scenario, DesiredBinding]) -> None:
+        _ds_bindings(self, value)
+        _cs_set(self, None)   # bindings given: whatever set it had no longer describes them
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, DesiredShop):
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in _SHOP_FIELDS)
+
+    __hash__ = DesiredShop.__hash__
+
+
+_cs_set, _cs_given = CachedShop.__dict__["binding_set"].__set__, CachedShop.__dict__["_given"].__set__
+
+
+def new_cached_shop(id: str, name: str | None, erp: str | None, protect: bool, source: Source, binding_set: BindingSet,
+                    given: Sequence[Source], labels: Mapping[str, str], profile: str | None,
+                    protect_source: Source | None) -> CachedShop:
+    """A shop of the parse cache: its bindings are ``binding_set``'s with ``given`` (a source
+    for each of its slots; ``len(given) == binding_set.slots``), built when first read."""
+    o = _new(CachedShop)
+    _ds_id(o, id)
+    _ds_name(o, name)
+    _ds_erp(o, erp)
+    _ds_protect(o, protect)
+    _ds_source(o, source)
+    _cs_set(o, binding_set)
+    _cs_given(o, given)
+    _ds_labels(o, labels)
+    _ds_profile(o, profile)
+    _ds_protect_source(o, protect_source)
+    return o
+
+
+def binding_set(shop: DesiredShop) -> BindingSet | None:
+    """The binding set a shop of the parse cache has, or None (a shop read from its file)."""
+    return shop.binding_set if type(shop) is CachedShop else None
+
+
+def binding_count(shop: DesiredShop) -> int:
+    """How many scenarios the shop manages (without building a cached shop's bindings)."""
+    return shop.binding_set.count if type(shop) is CachedShop and shop.binding_set is not None else len(shop.bindings)
+
+
 # --------------------------------------------------------------------------- what planning takes
 
 

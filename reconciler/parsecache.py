@@ -49,7 +49,7 @@ import yaml
 from . import __version__
 from .errors import Issue
 from .files import FileError, MiB, read_regular, write_atomic
-from .model import DesiredBinding, DesiredShop, Scenario, Source, new_binding, new_shop, new_source
+from .model import BindingSet, DesiredShop, Scenario, Source, new_cached_shop, new_source
 
 FORMAT = 3
 CACHE_DIR = ".reconciler/cache"
@@ -75,11 +75,12 @@ def digest(raw: bytes) -> str:
 @dataclass(frozen=True)
 class FileResult:
     """What one shop file contributes to the configuration: its resolved shops, each shop's id
-    and where it is written (``seen``), the users of profiles it adds (profile, "id at file:line")
-    and its warnings. Only results with no error are cached."""
+    and where it is written (``seen``: ``file:line``, or the shop's source, which prints so),
+    the users of profiles it adds (profile, "id at file:line") and its warnings. Only results
+    with no error are cached."""
 
     shops: list[DesiredShop]
-    seen: list[tuple[str, str]]
+    seen: list[tuple[str, str | Source]]
     users: list[tuple[str, str]]
     warnings: list[Issue]
 
@@ -284,7 +285,7 @@ def context_bytes(path: Path) -> bytes | None:
 #   profile is involved in (the others have neither);
 # - ``sets``: the binding sets the shops have, each a list of bindings [scenario, appkey, erp,
 #   bss, erp_detail_button, slot, bss_slot]; a slot numbers the sources *within one shop*, so
-#   the 3,000 shops of an ERP whose bindings all come from their own ``erp:`` line share one set;
+#   the thousands of shops of an ERP whose bindings all come from their own ``erp:`` line share one set;
 # - a shop: [id, name, erp, protect, source, set, [the source of each slot], labels, profile,
 #   protect_source], sources by their index;
 # - ``seen``: null when it is every shop's id with the ``file:line`` of its source, else the
@@ -325,10 +326,10 @@ def encode(r: FileResult) -> list[Any]:
         if source.profile is not None or source.profile_at is not None:
             profiled.append([n, source.profile, source.profile_at])
     derived = len(r.seen) == len(r.shops) and all(
-        sid == shop.id and where == f"{shop.source.file}:{shop.source.line}" for (sid, where), shop in zip(r.seen, r.shops, strict=True))
+        sid == shop.id and str(where) == str(shop.source) for (sid, where), shop in zip(r.seen, r.shops, strict=True))
     warnings = [[i.file, i.line, i.column, i.path, i.message, i.severity] for i in r.warnings]
     return [list(files), lines, profiled, [[list(b) for b in shape] for shape in sets], shops,
-            None if derived else [list(x) for x in r.seen], [list(x) for x in r.users], warnings]
+            None if derived else [[sid, str(where)] for sid, where in r.seen], [list(x) for x in r.users], warnings]
 
 
 def _str(v: Any) -> str:
@@ -358,24 +359,19 @@ def _opt(v: Any, kind: type) -> bool:
     return v is None or type(v) is kind
 
 
-_Set = tuple[int, list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]]]
-
-
-def _sets(v: Any) -> list[_Set]:
-    """The binding sets, each checked once: (how many slots its shops give, its bindings)."""
-    out: list[_Set] = []
+def _sets(v: Any) -> list[BindingSet]:
+    """The binding sets, each checked once (not once a shop)."""
+    out: list[BindingSet] = []
     for shape in _list(v):
-        bindings: list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]] = []
-        nslots = 0
+        items: list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]] = []
         for b in _list(shape):
             sc, appkey, erp, bss, edb, slot, bss_slot = _list(b, 7)
             scenario = _SCENARIOS.get(sc) if type(sc) is str else None
-            if (scenario is None or any(seen[0] is scenario for seen in bindings) or not _opt(appkey, str)
+            if (scenario is None or any(seen[0] is scenario for seen in items) or not _opt(appkey, str)
                     or not _opt(erp, str) or not _opt(bss, bool) or not _opt(edb, bool)):
                 raise Corrupt
-            nslots = max(nslots, _int(slot) + 1, 0 if bss_slot is None else _int(bss_slot) + 1)
-            bindings.append((scenario, appkey, erp, bss, edb, slot, bss_slot))
-        out.append((nslots, bindings))
+            items.append((scenario, appkey, erp, bss, edb, _int(slot), None if bss_slot is None else _int(bss_slot)))
+        out.append(BindingSet(items))
     return out
 
 
@@ -412,28 +408,26 @@ def decode(data: Any) -> FileResult:
                     or (erp is not None and type(erp) is not str) or (profile is not None and type(profile) is not str)
                     or (protect_source is not None and (type(protect_source) is not int or not 0 <= protect_source < nsources))):
                 raise Corrupt
-            nslots, bindings = checked[k]
-            if len(slots) != nslots:
+            bset = checked[k]
+            if len(slots) != bset.slots:
                 raise Corrupt
             given: list[Source] = []
             for v in slots:
                 if type(v) is not int or not 0 <= v < nsources:
                     raise Corrupt
                 given.append(sources[v])
-            bound: dict[Scenario, DesiredBinding] = {
-                sc: new_binding(sc, appkey, berp, given[slot], bss, None if bss_slot is None else given[bss_slot], edb)
-                for sc, appkey, berp, bss, edb, slot, bss_slot in bindings}
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt
-            out.append(new_shop(sid, name, erp, protect, sources[source], bound, labels, profile,
-                                None if protect_source is None else sources[protect_source]))
+            # (its bindings are built from the set when first read: most shops of a warm plan never are)
+            out.append(new_cached_shop(sid, name, erp, protect, sources[source], bset, given, labels, profile,
+                                       None if protect_source is None else sources[protect_source]))
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)
             if _str(severity) == "error":
                 raise Corrupt  # results with errors are never cached
             issues.append(Issue(_str(file), _int(line), _int(column), _str(path), _str(message), severity))
-        where = [(s.id, f"{s.source.file}:{s.source.line}") for s in out] if seen is None else _pairs(seen)
+        where: list[tuple[str, str | Source]] = [(s.id, s.source) for s in out] if seen is None else list(_pairs(seen))
         return FileResult(out, where, _pairs(users), issues)
     except (ValueError, TypeError) as e:   # unpacking a list of the wrong length
         raise Corrupt from e

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import ProviderError
-from .model import AppCheck, DesiredBinding, DesiredShop, Scenario, ShopState, Source
+from .model import AppCheck, BindingSet, DesiredBinding, DesiredShop, Scenario, ShopState, Source, binding_set
 from .settings import SafetySettings
 from .vocab import DISRUPTIVE, PERMISSION_HINT, SAFETY_KINDS, SEVERITY_ORDER, Action, ProblemKind, Severity, show, show_appkey
 
@@ -225,9 +225,41 @@ def _preflight(shop: str, want: DesiredBinding, check: AppCheck | ProviderError 
 def _clean(check: AppCheck | ProviderError, want: DesiredBinding) -> bool:
     """Whether the preflight has nothing to say about ``want`` (most bindings of a large
     plan: the message texts are then never built)."""
+    return _clean_for(check, want.scenario, want.erp_detail_button)
+
+
+def _clean_for(check: AppCheck | ProviderError, scenario: Scenario, erp_detail_button: bool | None) -> bool:
     return (type(check) is AppCheck and check.exists and check.integrated
-            and (want.scenario is not Scenario.order_status
-                 or (check.syncs_order_status and (check.detail_whitelisted or not want.erp_detail_button))))
+            and (scenario is not Scenario.order_status
+                 or (check.syncs_order_status and (check.detail_whitelisted or not erp_detail_button))))
+
+
+# What a shop of a binding set must find on the platform for ``diff_shop`` to have nothing to
+# say: each managed scenario's (scenario, appkey, buyer_self_service), or None when the
+# preflight has something to say about one of the set's bindings (then every shop is diffed).
+_Expected = tuple[tuple[Scenario, "str | None", "bool | None"], ...] | None
+
+
+def _expected(bset: BindingSet, checks: Mapping[tuple[str, Scenario], AppCheck | ProviderError]) -> _Expected:
+    for sc, appkey, _, _, button, _, _ in bset.items:
+        check = checks.get((appkey, sc)) if appkey else None
+        if check is not None and not _clean_for(check, sc, button):
+            return None
+    return tuple((sc, appkey, bss) for sc, appkey, _, bss, _, _, _ in bset.items)
+
+
+def _unchanged(expected: tuple[tuple[Scenario, str | None, bool | None], ...], scenarios: frozenset[Scenario],
+               state: ShopState) -> bool:
+    """Whether ``state`` is what a shop expecting this already has: ``diff_shop`` would find no
+    change and no problem (tests/test_plan_fastpath.py holds the two to each other)."""
+    bindings = state.bindings
+    if not bindings.keys() <= scenarios:
+        return False   # an unmanaged binding: a warning
+    for sc, appkey, bss in expected:
+        bound = bindings.get(sc)
+        if (bound.appkey if bound is not None else None) != appkey or (bss is not None and bss != state.buyer_self_service):
+            return False
+    return True
 
 
 def diff_shop(
@@ -320,8 +352,10 @@ def compute_plan(
     changes: list[Change] = []
     problems: list[Problem] = []
     managed = 0
+    expected: dict[BindingSet, _Expected] = {}   # a shop of the parse cache is compared through its set
     for shop in desired:
-        managed += len(shop.bindings)
+        bset = binding_set(shop)
+        managed += bset.count if bset is not None else len(shop.bindings)
         if interrupted and shop.id in interrupted:
             problems.append(Problem(shop.id, None, Severity.warning, ProblemKind.interrupted, interrupted[shop.id]))
         if auth and shop.id in auth:
@@ -334,6 +368,10 @@ def compute_plan(
             problems.append(Problem(shop.id, None, Severity.error, ProblemKind.read_failed,
                                     f"cannot read the shop: {state}" + (f"; {PERMISSION_HINT}" if denied(state) else "")))
             continue
+        if bset is not None:
+            want = expected[bset] if bset in expected else expected.setdefault(bset, _expected(bset, checks))
+            if want is not None and _unchanged(want, bset.scenarios, state):
+                continue   # (what diff_shop would say: nothing)
         c, p = diff_shop(shop, state, checks, names, force=force)
         changes += c
         problems += p
@@ -386,7 +424,17 @@ def follow_ups(changes: Sequence[Change]) -> tuple[str, ...]:
 
 def needed_checks(desired: Sequence[DesiredShop]) -> set[tuple[str, Scenario]]:
     """The (appkey, scenario) pairs the preflight asks the platform about."""
-    return {(b.appkey, sc) for s in desired for sc, b in s.bindings.items() if b.appkey is not None}
+    out: set[tuple[str, Scenario]] = set()
+    sets: dict[BindingSet, None] = {}
+    for s in desired:
+        bset = binding_set(s)
+        if bset is not None:
+            sets[bset] = None   # (a shop of the parse cache: its set's, without building its bindings)
+        else:
+            out.update((b.appkey, sc) for sc, b in s.bindings.items() if b.appkey is not None)
+    for bset in sets:
+        out |= bset.pairs
+    return out
 
 
 def target_label(target: Mapping[str, str] | None) -> str:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from . import fastpath, scan
 from .errors import Issue
 from .located import load_file, valid_or_none, validate_file
-from .model import DesiredShop
+from .model import DesiredShop, Source
 from .parsecache import Corrupt, FileResult, ShopCache, digest
 from .resolve import At, Catalog, Profile, check_profile, raw_id, resolve_shop
 from .yamlio import Document, PathT, compose, document, path_str, read
@@ -234,7 +234,7 @@ def read_shops(root: Path, shown: str, erps: Catalog | None, profiles: Profiles 
                                 severity="warning"))
     files, found = shop_files(root, shown)
     issues += found
-    seen: dict[str, str] = {}
+    seen: dict[str, str | Source] = {}   # an id → where it is written (a source prints as file:line)
     out: list[DesiredShop] = []
     for f in files:
         raw, found = read(f.path, display_path(shown, f.rel))
@@ -268,7 +268,7 @@ def read_shops(root: Path, shown: str, erps: Catalog | None, profiles: Profiles 
 
 
 def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: Profiles | None,
-                    seen: dict[str, str], issues: list[Issue]) -> FileResult | None:
+                    seen: dict[str, str | Source], issues: list[Issue]) -> FileResult | None:
     """One shop file's resolved shops and what the checks across files need (its warnings are
     added by the caller); None when it cannot be read as YAML at all."""
     plain = scan.shops(raw, display, erps.specs) if erps is not None and not erps.broken else None

@@ -1,5 +1,5 @@
 """The bulk constructors of model.py (``new_source``, ``new_binding``, ``new_shop``,
-``new_state_binding``, ``new_state``) build the very objects the classes' own ``__init__``
+``new_state_binding``, ``new_state``, and ``new_cached_shop`` for the parse cache) build the very objects the classes' own ``__init__``
 builds: every field set, equal, same hash, still frozen. A field added to a class and not to
 its constructor fails here."""
 
@@ -14,12 +14,17 @@ import pytest
 
 from reconciler.model import (
     Binding,
+    BindingSet,
+    CachedShop,
     DesiredBinding,
     DesiredShop,
     Scenario,
     ShopState,
     Source,
+    binding_count,
+    binding_set,
     new_binding,
+    new_cached_shop,
     new_shop,
     new_source,
     new_state,
@@ -69,3 +74,31 @@ def test_each_field_counts_in_equality(cls: type[Any], make: Callable[..., Any],
     for name in values:
         changed = dict(values, **{name: None if values[name] is not None else "x"})
         assert make(*changed.values()) != base, name
+
+
+def test_a_cached_shop_is_the_shop_its_file_gives() -> None:
+    """``new_cached_shop`` sets every field of a shop but its bindings, which its binding set
+    builds from the sources given when first read; the shop equals (both ways) the one built
+    with those bindings, is still frozen, and one made with its fields given has no set."""
+    bset = BindingSet([(Scenario.modify_address, "21345678", "jst", True, False, 0, 1)])
+    values = {"id": "10000001", "name": "店铺", "erp": "jst", "protect": True, "source": SRC, "binding_set": bset,
+              "given": [SRC, OTHER], "labels": {"team": "east"}, "profile": "std", "protect_source": OTHER}
+    shop_fields = [f.name for f in dataclasses.fields(DesiredShop)]
+    assert [n for n in inspect.signature(new_cached_shop).parameters if n not in ("binding_set", "given")] == \
+        [n for n in shop_fields if n != "bindings"]   # every other field, in the class's order
+    made = new_cached_shop(*values.values())
+    plain = new_shop("10000001", "店铺", "jst", True, SRC, {Scenario.modify_address: BINDING}, {"team": "east"}, "std", OTHER)
+    assert type(made) is CachedShop and isinstance(made, DesiredShop)
+    assert binding_set(made) is bset and binding_count(made) == 1
+    assert all(getattr(made, n) is values[n] for n in shop_fields if n != "bindings")
+    assert made == plain and plain == made and [plain] == [made]
+    assert made.bindings == {Scenario.modify_address: BINDING} and made.bindings is made.bindings   # built once
+    for name in values:   # every field counts in equality
+        if name in shop_fields:
+            changed = dict(values, **{name: None if values[name] is not None else "x"})
+            assert new_cached_shop(*changed.values()) != plain, name
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        made.bindings = {}  # type: ignore[misc]
+    again = dataclasses.replace(made, protect=False)
+    assert binding_set(again) is None and binding_count(again) == 1 and again.bindings == made.bindings
+    assert again == dataclasses.replace(plain, protect=False)

@@ -21,7 +21,7 @@ from ..config import SCHEMAS_DIR, Config, load_config
 from ..errors import ConfigError, Issue, ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
 from ..history import default_actor, format_time
-from ..model import Desired
+from ..model import Desired, binding_count
 from ..plan import Plan
 from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
 from ..select import Selection
@@ -56,7 +56,7 @@ VALIDATE_FORMATS = ("text", "json", "github")
 
 
 def _valid_line(config: Config) -> str:
-    n = sum(len(s.bindings) for s in config.shops)
+    n = sum(map(binding_count, config.shops))
     more = "".join(f", {k} {w}(s)" for k, w in ((len(config.profiles), "profile"), (len(config.waivers), "waiver")) if k)
     return (f"Configuration valid: {len(config.shops)} shop(s), {n} managed binding(s), {len(config.erps)} ERP(s){more}"
             + (f", {len(config.warnings)} warning(s)." if config.warnings else "."))
@@ -105,7 +105,7 @@ def validate(ctx: click.Context, fmt: str) -> None:
         data: dict[str, Any] = {"format_version": 1, "valid": config is not None,
                                 "errors": [_issue_data(i) for i in errors], "warnings": [_issue_data(i) for i in warnings]}
         if config is not None:
-            data["summary"] = {"shops": len(config.shops), "bindings": sum(len(s.bindings) for s in config.shops),
+            data["summary"] = {"shops": len(config.shops), "bindings": sum(map(binding_count, config.shops)),
                                "erps": len(config.erps), "profiles": len(config.profiles), "waivers": len(config.waivers)}
         click.echo(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True))
     else:

@@ -95,6 +95,6 @@ def labels_of(shops: Iterable[DesiredShop]) -> dict[str, dict[str, str]]:
     out: dict[str, dict[str, str]] = {}
     for s in shops:
         labels = getattr(s, "labels", None)
-        if isinstance(labels, Mapping) and labels:
+        if labels and isinstance(labels, Mapping):   # (most shops have none: no ABC check for them)
             out[s.id] = {str(k): str(v) for k, v in labels.items()}
     return out
