@@ -10,7 +10,7 @@ a file needs them), the settings ``settings``.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from enum import StrEnum
@@ -291,14 +291,16 @@ _SHOP_FIELDS = ("id", "name", "erp", "protect", "source", "bindings", "labels", 
 
 class CachedShop(DesiredShop):
     """A ``DesiredShop`` the parse cache read: equal to the one the files give, its bindings
-    built from ``binding_set`` and the shop's sources when first asked for. Made with its
-    fields given (``__init__``, ``dataclasses.replace``), it has no set (``binding_set`` None)
-    and is an ordinary shop."""
+    built from ``binding_set`` and the shop's sources when first asked for (``source_of`` the
+    source of each number ``slots`` gives, one a slot of the set). Made with its fields given
+    (``__init__``, ``dataclasses.replace``), it has no set (``binding_set`` None) and is an
+    ordinary shop."""
 
-    __slots__ = ("_given", "binding_set")
+    __slots__ = ("_slots", "_source_of", "binding_set")
 
     binding_set: BindingSet | None
-    _given: Sequence[Source]
+    _slots: Sequence[int]
+    _source_of: Callable[[int], Source]
 
     @property   # (the field, built when first read)
     def bindings(self) -> dict[Scenario, DesiredBinding]:
@@ -306,7 +308,8 @@ class CachedShop(DesiredShop):
             return _ds_get_bindings(self)  # type: ignore[no-any-return]
         except AttributeError:
             assert self.binding_set is not None
-            built = self.binding_set.build(self._given)
+            source_of = self._source_of
+            built = self.binding_set.build([source_of(n) for n in self._slots])
             _ds_bindings(self, built)
             return built
 
@@ -323,14 +326,14 @@ class CachedShop(DesiredShop):
     __hash__ = DesiredShop.__hash__
 
 
-_cs_set, _cs_given = CachedShop.__dict__["binding_set"].__set__, CachedShop.__dict__["_given"].__set__
+_cs_set, _cs_slots, _cs_source_of = (CachedShop.__dict__[n].__set__ for n in ("binding_set", "_slots", "_source_of"))
 
 
 def new_cached_shop(id: str, name: str | None, erp: str | None, protect: bool, source: Source, binding_set: BindingSet,
-                    given: Sequence[Source], labels: Mapping[str, str], profile: str | None,
-                    protect_source: Source | None) -> CachedShop:
-    """A shop of the parse cache: its bindings are ``binding_set``'s with ``given`` (a source
-    for each of its slots; ``len(given) == binding_set.slots``), built when first read."""
+                    slots: Sequence[int], source_of: Callable[[int], Source], labels: Mapping[str, str],
+                    profile: str | None, protect_source: Source | None) -> CachedShop:
+    """A shop of the parse cache: its bindings are ``binding_set``'s, a slot's source being
+    ``source_of(slots[slot])`` (``len(slots) == binding_set.slots``), built when first read."""
     o = _new(CachedShop)
     _ds_id(o, id)
     _ds_name(o, name)
@@ -338,7 +341,8 @@ def new_cached_shop(id: str, name: str | None, erp: str | None, protect: bool, s
     _ds_protect(o, protect)
     _ds_source(o, source)
     _cs_set(o, binding_set)
-    _cs_given(o, given)
+    _cs_slots(o, slots)
+    _cs_source_of(o, source_of)
     _ds_labels(o, labels)
     _ds_profile(o, profile)
     _ds_protect_source(o, protect_source)

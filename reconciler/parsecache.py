@@ -375,25 +375,44 @@ def _sets(v: Any) -> list[BindingSet]:
     return out
 
 
+class _Sources:
+    """A cached file's sources, each built when first asked for (most of a warm plan's never
+    are: its bindings'), then the same object every time."""
+
+    __slots__ = ("built", "files", "in_file", "lines", "said")
+
+    def __init__(self, files: list[str], in_file: list[int], lines: list[int],
+                 said: dict[int, tuple[str | None, str | None]]) -> None:
+        self.files, self.in_file, self.lines, self.said = files, in_file, lines, said
+        self.built: list[Source | None] = [None] * len(lines)
+
+    def get(self, n: int) -> Source:
+        source = self.built[n]
+        if source is None:
+            profile, profile_at = self.said.get(n, (None, None))
+            source = self.built[n] = new_source(self.files[self.in_file[n]], self.lines[n], profile, profile_at)
+        return source
+
+
 def decode(data: Any) -> FileResult:
     """An encoded result, every value's type checked; raises ``Corrupt``. (The hot loop of a
     warm plan: 30,000 bindings for 10,000 shops, hence the inlined checks.)"""
     try:
         names, flat, profiled, sets, shops, seen, users, warnings = _list(data, 8)
         files = [_str(f) for f in _list(names)]
-        nfiles = len(files)
-        sources: list[Source] = []
-        pairs = iter(_list(flat))
-        for f, line in zip(pairs, pairs, strict=True):
-            if type(f) is not int or not 0 <= f < nfiles or type(line) is not int or not 0 <= line < 1 << 31:
-                raise Corrupt
-            sources.append(new_source(files[f], line, None, None))
-        nsources = len(sources)
+        numbers = _list(flat)
+        in_file, lines = numbers[0::2], numbers[1::2]
+        if (len(numbers) % 2 or not set(map(type, numbers)) <= {int}   # (checked whole: a bool is not an int here)
+                or (numbers and (min(in_file) < 0 or max(in_file) >= len(files) or min(lines) < 0 or max(lines) >= 1 << 31))):
+            raise Corrupt
+        nsources = len(lines)
+        said: dict[int, tuple[str | None, str | None]] = {}
         for v in _list(profiled):
             n, profile, profile_at = _list(v, 3)
             if type(n) is not int or not 0 <= n < nsources or not _opt(profile, str) or not _opt(profile_at, str):
                 raise Corrupt
-            sources[n] = new_source(sources[n].file, sources[n].line, profile, profile_at)
+            said[n] = (profile, profile_at)
+        source_of = _Sources(files, in_file, lines, said).get
         checked = _sets(sets)
         nsets = len(checked)
         out: list[DesiredShop] = []
@@ -411,16 +430,14 @@ def decode(data: Any) -> FileResult:
             bset = checked[k]
             if len(slots) != bset.slots:
                 raise Corrupt
-            given: list[Source] = []
             for v in slots:
                 if type(v) is not int or not 0 <= v < nsources:
                     raise Corrupt
-                given.append(sources[v])
             if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
                 raise Corrupt
-            # (its bindings are built from the set when first read: most shops of a warm plan never are)
-            out.append(new_cached_shop(sid, name, erp, protect, sources[source], bset, given, labels, profile,
-                                       None if protect_source is None else sources[protect_source]))
+            # (its bindings, and their sources, are built when first read: most shops of a warm plan never are)
+            out.append(new_cached_shop(sid, name, erp, protect, source_of(source), bset, slots, source_of, labels, profile,
+                                       None if protect_source is None else source_of(protect_source)))
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)

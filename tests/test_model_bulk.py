@@ -78,13 +78,14 @@ def test_each_field_counts_in_equality(cls: type[Any], make: Callable[..., Any],
 
 def test_a_cached_shop_is_the_shop_its_file_gives() -> None:
     """``new_cached_shop`` sets every field of a shop but its bindings, which its binding set
-    builds from the sources given when first read; the shop equals (both ways) the one built
+    builds from the sources its slots name when first read; the shop equals (both ways) the one built
     with those bindings, is still frozen, and one made with its fields given has no set."""
     bset = BindingSet([(Scenario.modify_address, "21345678", "jst", True, False, 0, 1)])
     values = {"id": "10000001", "name": "店铺", "erp": "jst", "protect": True, "source": SRC, "binding_set": bset,
-              "given": [SRC, OTHER], "labels": {"team": "east"}, "profile": "std", "protect_source": OTHER}
+              "slots": [1, 0], "source_of": [OTHER, SRC].__getitem__, "labels": {"team": "east"}, "profile": "std",
+              "protect_source": OTHER}
     shop_fields = [f.name for f in dataclasses.fields(DesiredShop)]
-    assert [n for n in inspect.signature(new_cached_shop).parameters if n not in ("binding_set", "given")] == \
+    assert [n for n in inspect.signature(new_cached_shop).parameters if n not in ("binding_set", "slots", "source_of")] == \
         [n for n in shop_fields if n != "bindings"]   # every other field, in the class's order
     made = new_cached_shop(*values.values())
     plain = new_shop("10000001", "店铺", "jst", True, SRC, {Scenario.modify_address: BINDING}, {"team": "east"}, "std", OTHER)

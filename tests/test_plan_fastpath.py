@@ -92,7 +92,8 @@ def agencies(draw: Any) -> tuple[list[DesiredShop], list[DesiredShop], dict[str,
         protect = draw(st.booleans())
         protect_source = new_source("shops/a.yaml", 9 + 10 * n, None, None) if protect and draw(st.booleans()) else None
         labels = draw(st.sampled_from([{}, {"team": "a"}]))
-        cached.append(new_cached_shop(sid, f"店{n}", "jushuitan", protect, source, bset, given, labels, None, protect_source))
+        cached.append(new_cached_shop(sid, f"店{n}", "jushuitan", protect, source, bset, list(range(bset.slots)), given.__getitem__,
+                                      labels, None, protect_source))
         plain.append(new_shop(sid, f"店{n}", "jushuitan", protect, source, bset.build(given), labels, None, protect_source))
         actual[sid] = draw(st.one_of(states(sid), held(sid, bset)))
     ids = [s.id for s in plain]
@@ -141,7 +142,7 @@ def test_an_unchanged_cached_shop_is_planned_without_building_its_bindings() -> 
                        (Scenario.modify_address, "21345678", "jushuitan", True, None, 0, 1)])
     given = [new_source("shops/a.yaml", 4, None, None), new_source("shops/a.yaml", 7, None, None)]
     shops = [new_cached_shop(str(100_000 + n), None, "jushuitan", False, new_source("shops/a.yaml", 2, None, None), bset,
-                             given, {}, None, None) for n in range(3)]
+                             [1, 0], given[::-1].__getitem__, {}, None, None) for n in range(3)]
     held = {sc: Binding(scenario=sc, appkey="21345678", revision=1) for sc in bset.scenarios}
     actual: dict[str, Any] = {s.id: ShopState(shop_id=s.id, bindings=dict(held), buyer_self_service=True) for s in shops}
     actual["100002"] = ShopState(shop_id="100002", bindings=dict(held), buyer_self_service=False)   # one to update
