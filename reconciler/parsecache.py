@@ -286,8 +286,10 @@ def context_bytes(path: Path) -> bytes | None:
 # - ``sets``: the binding sets the shops have, each a list of bindings [scenario, appkey, erp,
 #   bss, erp_detail_button, slot, bss_slot]; a slot numbers the sources *within one shop*, so
 #   the thousands of shops of an ERP whose bindings all come from their own ``erp:`` line share one set;
-# - a shop: [id, name, erp, protect, source, set, [the source of each slot], labels, profile,
-#   protect_source], sources by their index;
+# - the shops as columns, a list a field, so that each is type-checked whole: [ids, names, erps,
+#   protects, sources, sets, slots (each shop's slots' sources, one shop after the other), then
+#   [shop, labels], [shop, profile] and [shop, protect_source] for the shops that have one],
+#   sources by their index, a shop by its place;
 # - ``seen``: null when it is every shop's id with the ``file:line`` of its source, else the
 #   pairs; ``users`` the pairs; an issue [file, line, column, path, message, severity].
 
@@ -307,7 +309,8 @@ def encode(r: FileResult) -> list[Any]:
         return n
 
     sets: dict[tuple[tuple[Any, ...], ...], int] = {}
-    shops = []
+    shop_sets: list[int] = []
+    given: list[int | None] = []   # each shop's slots, one after the other
     for s in r.shops:
         slots: dict[int | None, int] = {}   # source index → slot
 
@@ -317,8 +320,12 @@ def encode(r: FileResult) -> list[Any]:
         shape = tuple((b.scenario.value, b.appkey, b.erp, b.buyer_self_service, b.erp_detail_button, slot(b.source),
                        None if b.buyer_self_service_source is None else slot(b.buyer_self_service_source))
                       for b in s.bindings.values())
-        shops.append([s.id, s.name, s.erp, s.protect, src(s.source), sets.setdefault(shape, len(sets)), list(slots),
-                      s.labels, s.profile, src(s.protect_source)])
+        shop_sets.append(sets.setdefault(shape, len(sets)))
+        given += slots
+    shops = [[s.id for s in r.shops], [s.name for s in r.shops], [s.erp for s in r.shops], [s.protect for s in r.shops],
+             [src(s.source) for s in r.shops], shop_sets, given,
+             [[n, s.labels] for n, s in enumerate(r.shops) if s.labels], [[n, s.profile] for n, s in enumerate(r.shops) if s.profile],
+             [[n, src(s.protect_source)] for n, s in enumerate(r.shops) if s.protect_source is not None]]
     lines: list[int] = []
     profiled = []
     for n, source in enumerate(sources):
@@ -354,15 +361,59 @@ def _pairs(v: Any) -> list[tuple[str, str]]:
     return [(_str(a), _str(b)) for a, b in (_list(x, 2) for x in _list(v))]
 
 
+_OPT_STR: set[type] = {str, type(None)}
+
+
+def _kinds(values: Any, kinds: set[type]) -> bool:
+    """Every value is of one of ``kinds`` exactly (a bool is not an int here)."""
+    return set(map(type, values)) <= kinds
+
+
+def _numbers(values: list[Any], bound: int) -> bool:
+    """Every value is an int in [0, bound)."""
+    return _kinds(values, {int}) and (not values or (min(values) >= 0 and max(values) < bound))
+
+
+def _number(v: Any, bound: int) -> int:
+    if type(v) is not int or not 0 <= v < bound:
+        raise Corrupt
+    return v
+
+
+def _indexed(v: Any, n: int, kind: type) -> list[tuple[int, Any]]:
+    """[index, value] pairs: each index a shop's (< n), each value of ``kind``."""
+    out = []
+    for pair in _list(v):
+        i, value = _list(pair, 2)
+        if type(value) is not kind:
+            raise Corrupt
+        out.append((_number(i, n), value))
+    return out
+
+
 def _opt(v: Any, kind: type) -> bool:
     """``v`` is None or of exactly ``kind``."""
     return v is None or type(v) is kind
 
 
+_SETS: dict[tuple[tuple[Any, ...], ...], BindingSet] = {}   # the sets read so far, by what the file says
+_SETS_MAX = 10_000
+
+
 def _sets(v: Any) -> list[BindingSet]:
-    """The binding sets, each checked once (not once a shop)."""
+    """The binding sets, each checked once (not once a shop), and once a run however many files
+    have it (the same object then: the plan's verdict on a set is made once too)."""
     out: list[BindingSet] = []
     for shape in _list(v):
+        # (with each value's type: 1, 1.0 and true are equal keys, and only one of them is valid)
+        key = tuple((tuple(b), tuple(map(type, b))) if type(b) is list else b for b in _list(shape))
+        try:
+            known = _SETS.get(key)
+        except TypeError:   # (something unhashable in it: a list or an object where a value goes)
+            raise Corrupt from None
+        if known is not None:
+            out.append(known)
+            continue
         items: list[tuple[Scenario, str | None, str | None, bool | None, bool | None, int, int | None]] = []
         for b in _list(shape):
             sc, appkey, erp, bss, edb, slot, bss_slot = _list(b, 7)
@@ -372,6 +423,8 @@ def _sets(v: Any) -> list[BindingSet]:
                 raise Corrupt
             items.append((scenario, appkey, erp, bss, edb, _int(slot), None if bss_slot is None else _int(bss_slot)))
         out.append(BindingSet(items))
+        if len(_SETS) < _SETS_MAX:
+            _SETS[key] = out[-1]
     return out
 
 
@@ -415,29 +468,40 @@ def decode(data: Any) -> FileResult:
         source_of = _Sources(files, in_file, lines, said).get
         checked = _sets(sets)
         nsets = len(checked)
+        # The shops, a column a field, each column checked whole (a type a column, its numbers' range).
+        ids, names, erps, protects, at, in_set, given, labelled, profiled_shops, protected = _list(shops, 10)
+        count = len(_list(ids))
+        if (any(type(c) is not list or len(c) != count for c in (names, erps, protects, at, in_set))
+                or not _kinds(ids, {str}) or not _kinds(names, _OPT_STR) or not _kinds(erps, _OPT_STR)
+                or not _kinds(protects, {bool}) or not _numbers(at, nsources) or not _numbers(in_set, nsets)
+                or not _numbers(_list(given), nsources) or len(given) != sum(map([c.slots for c in checked].__getitem__, in_set))):
+            raise Corrupt
+        labels: dict[int, dict[str, str]] = {}   # (a JSON object's keys are strings)
+        for v in _list(labelled):
+            i, said_labels = _list(v, 2)
+            if type(i) is not int or not 0 <= i < count or type(said_labels) is not dict or not _kinds(said_labels.values(), {str}):
+                raise Corrupt
+            labels[i] = said_labels
+        profile_of = dict(_indexed(profiled_shops, count, str))
+        protect_source = {i: source_of(_number(v, nsources)) for i, v in _indexed(protected, count, int)}
         out: list[DesiredShop] = []
-        # (a list of the wrong length fails to unpack: ValueError, below)
-        for item in _list(shops):
-            if type(item) is not list:
-                raise Corrupt
-            sid, name, erp, protect, source, k, slots, labels, profile, protect_source = item
-            if (type(sid) is not str or type(protect) is not bool or type(labels) is not dict
-                    or type(source) is not int or not 0 <= source < nsources or type(k) is not int or not 0 <= k < nsets
-                    or type(slots) is not list or (name is not None and type(name) is not str)
-                    or (erp is not None and type(erp) is not str) or (profile is not None and type(profile) is not str)
-                    or (protect_source is not None and (type(protect_source) is not int or not 0 <= protect_source < nsources))):
-                raise Corrupt
-            bset = checked[k]
-            if len(slots) != bset.slots:
-                raise Corrupt
-            for v in slots:
-                if type(v) is not int or not 0 <= v < nsources:
-                    raise Corrupt
-            if labels and not all(type(k) is str and type(v) is str for k, v in labels.items()):
-                raise Corrupt
-            # (its bindings, and their sources, are built when first read: most shops of a warm plan never are)
-            out.append(new_cached_shop(sid, name, erp, protect, source_of(source), bset, slots, source_of, labels, profile,
-                                       None if protect_source is None else source_of(protect_source)))
+        start = 0
+        # (a shop's bindings, and their sources, are built when first read: most shops of a warm plan never are)
+        rows = zip(ids, names, erps, protects, at, in_set, strict=True)
+        if labels or profile_of or protect_source:
+            for i, (sid, name, erp, protect, source, k) in enumerate(rows):
+                bset = checked[k]
+                end = start + bset.slots
+                out.append(new_cached_shop(sid, name, erp, protect, source_of(source), bset, given[start:end], source_of,
+                                           labels.get(i, {}), profile_of.get(i), protect_source.get(i)))
+                start = end
+        else:   # (the commonest: no shop with labels, a profile or protect said elsewhere)
+            for sid, name, erp, protect, source, k in rows:
+                bset = checked[k]
+                end = start + bset.slots
+                out.append(new_cached_shop(sid, name, erp, protect, source_of(source), bset, given[start:end], source_of, {},
+                                           None, None))
+                start = end
         issues = []
         for w in _list(warnings):
             file, line, column, path, message, severity = _list(w, 6)
