@@ -12,8 +12,9 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-# Set by the console script (``cli.run``): this process is one command, and what is built in a
-# pause (the configuration, the platform's states) lives until it ends.
+# Set by the console script for ``plan``, ``drift`` and ``validate`` (``cli.run``): the process is
+# one read-only command, and what is built in a pause (the configuration, the platform's
+# states) lives until it ends.
 FREEZE = False
 
 

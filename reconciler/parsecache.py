@@ -324,7 +324,8 @@ def encode(r: FileResult) -> list[Any]:
         given += slots
     shops = [[s.id for s in r.shops], [s.name for s in r.shops], [s.erp for s in r.shops], [s.protect for s in r.shops],
              [src(s.source) for s in r.shops], shop_sets, given,
-             [[n, s.labels] for n, s in enumerate(r.shops) if s.labels], [[n, s.profile] for n, s in enumerate(r.shops) if s.profile],
+             [[n, s.labels] for n, s in enumerate(r.shops) if s.labels],
+             [[n, s.profile] for n, s in enumerate(r.shops) if s.profile is not None],
              [[n, src(s.protect_source)] for n, s in enumerate(r.shops) if s.protect_source is not None]]
     lines: list[int] = []
     profiled = []

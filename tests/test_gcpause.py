@@ -1,6 +1,7 @@
-"""The collector's pauses (``reconciler.gcpause``): in the console script's process what a
-pause built is frozen when the outermost pause ends (no young collection walks it again);
-anywhere else (a test runner, a program embedding the CLI) nothing is frozen. Real processes
+"""The collector's pauses (``reconciler.gcpause``): in the console script's process running a
+read-only command what a pause built is frozen when the outermost pause ends (no young
+collection walks it again); anywhere else (another command, a test runner, a program
+embedding the CLI) nothing is frozen. Real processes
 for the console script; the example configuration."""
 
 from __future__ import annotations
@@ -71,12 +72,16 @@ run()
 """
 
 
-def test_the_console_script_freezes_after_loading(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "frozen", "code"), [("validate", True, 0), ("plan", True, 1), ("apply", False, 3)])
+def test_the_console_script_freezes_for_the_read_only_commands(tmp_path: Path, command: str, frozen: bool, code: int) -> None:
+    """plan, drift and validate (the process ends with them) freeze what they loaded; a command
+    that goes on writing (apply, history, the state and sandbox commands) leaves the collector be."""
     config = tmp_path / "configs"
     shutil.copytree(EXAMPLE, config, ignore=shutil.ignore_patterns(".reconciler"))
-    done = subprocess.run([sys.executable, "-c", REPORT, "-C", str(config), "validate"], capture_output=True, text=True,
+    args = [command, "--auto-approve"] if command == "apply" else [command]   # (apply loads the configuration too)
+    done = subprocess.run([sys.executable, "-c", REPORT, "-C", str(config), *args], capture_output=True, text=True,
                           env=cli_env(), timeout=120, check=False)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("Configuration valid: 12 shop(s)")
-    frozen = int(done.stderr.rstrip().rsplit(" ", 1)[1])
-    assert frozen > 10_000   # the interpreter's objects and the configuration's, at least
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == code, done.stderr   # (plan 1, apply 3: the example's deliberate error, 100004)
+    count = int(done.stderr.rstrip().rsplit(" ", 1)[1])
+    assert (count > 10_000) if frozen else count == 0   # the interpreter's objects and the configuration's, at least

@@ -336,3 +336,30 @@ def test_what_a_killed_writer_left_is_swept(tmp_path: Path) -> None:
         assert running.stdin is not None
         running.stdin.close()
         running.wait(timeout=30)
+
+
+def test_a_result_comes_back_as_it_went_in() -> None:
+    """encode → JSON → decode gives shops equal to the ones encoded, down to the values a
+    column could lose: an empty profile, name or label value, no ERP, protect said elsewhere,
+    a profile's sources, a shop of no binding; and ``seen`` prints as it did."""
+    from reconciler.errors import Issue
+    from reconciler.model import Scenario, new_binding, new_shop, new_source
+    from reconciler.parsecache import FileResult, decode, encode
+
+    a = new_source("shops/a.yaml", 2, None, None)
+    std = new_source("profiles.yaml", 3, "", None)
+    own = new_source("shops/a.yaml", 5, "std", "profiles.yaml:4")
+    shops = [
+        new_shop("1", "", None, False, a, {}, {"team": ""}, "", None),
+        new_shop("2", None, "jushuitan", True, new_source("shops/a.yaml", 7, None, None),
+                 {Scenario.intercept_shipment: new_binding(Scenario.intercept_shipment, "21345678", "jushuitan", std, None,
+                                                           None, None),
+                  Scenario.modify_address: new_binding(Scenario.modify_address, None, None, own, False, own, True)},
+                 {}, "std", std),
+    ]
+    result = FileResult(shops, [("1", "shops/a.yaml:2"), ("2", "shops/a.yaml:7")], [("std", "2 at shops/a.yaml:7")],
+                        [Issue("shops/a.yaml", 7, 3, "shops[1].id", "a warning", "warning")])
+    back = decode(json.loads(json.dumps(encode(result))))
+    assert back.shops == shops and [s.profile for s in back.shops] == ["", "std"]
+    assert [(sid, str(where)) for sid, where in back.seen] == result.seen
+    assert (back.users, back.warnings) == (result.users, result.warnings)

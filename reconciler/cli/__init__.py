@@ -67,6 +67,14 @@ class _Group(click.Group):
             if cmd.name not in self.commands:
                 self.add_command(cmd)
 
+    def resolve_command(self, ctx: click.Context, args: list[str]) -> tuple[str | None, click.Command | None, list[str]]:
+        name, cmd, rest = super().resolve_command(ctx, args)
+        if context.CONSOLE and name in QUICK_EXIT:   # this process ends with the command: see run()
+            from .. import gcpause
+
+            gcpause.FREEZE = True
+        return name, cmd, rest
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(COMMANDS) | set(self.commands))
 
@@ -192,12 +200,10 @@ def run() -> NoReturn:
     Any other command (those that write: their databases are closed as usual), a command that
     leaves a thread running, or output that cannot be flushed (a closed pipe) exits the usual way.
 
-    This process being one command, what the collector's pauses build (the configuration, the
-    platform's states) is frozen once built (``gcpause.FREEZE``): no collection walks it again."""
-    from .. import gcpause
-
+    For those three, the process being one read-only command, what the collector's pauses build
+    (the configuration, the platform's states) is frozen once built (``gcpause.FREEZE``, set
+    when the command is resolved): no collection walks it again."""
     context.CONSOLE = True
-    gcpause.FREEZE = True
     try:
         main()
     except SystemExit as e:
