@@ -32,8 +32,9 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import clock, settings
+from . import clock, plainyaml, settings
 from .errors import ConfigError, Issue
+from .files import FileError, read_regular
 from .located import load_file, valid_or_none, validate_file
 from .model import Desired, DesiredShop, Erp, Source, Waiver, binding_count, names_by_appkey
 from .parsecache import ShopCache, context_bytes
@@ -42,7 +43,7 @@ from .resolve import Sink as _Sink
 from .settings import Settings
 from .shopdir import PROFILES_FILE, Again, Profiles, add_error, display_path, has_bad, read_profiles, read_shops
 from .shopdir import SHOPS_DIR as SHOPS_DIR  # the CLI's import names the folder
-from .yamlio import PathT, paused_gc
+from .yamlio import MAX_FILE, Document, Marks, PathT, paused_gc
 
 if TYPE_CHECKING:
     from .specs import ProfileSpec
@@ -102,10 +103,24 @@ def _no_dir(root: Path, shown: str) -> Issue:
     return Issue(shown, 0, 0, "", "config directory does not exist (set -C/--config-dir or RECONCILER_CONFIG_DIR)")
 
 
+def _plain_data(path: Path) -> dict[str, Any] | None:
+    """A small file's mapping in a plain form, read without PyYAML (``plainyaml``), or None:
+    then it is read as YAML, which says what is wrong with it, where."""
+    try:
+        text = read_regular(path, what="file", limit=MAX_FILE).decode("utf-8")
+    except (FileError, UnicodeDecodeError):
+        return None
+    return plainyaml.mapping(text)
+
+
 def _read_settings(root: Path, shown: str, issues: list[Issue]) -> Settings | None:
     p = root / SETTINGS_FILE
     if not p.exists() and not p.is_symlink():
         return Settings()
+    data = _plain_data(p)
+    plain = settings.plain(data) if data is not None else None
+    if plain is not None:
+        return plain
     start = len(issues)
     doc = load_file(p, display_path(shown, SETTINGS_FILE), issues)
     if doc is None:
@@ -187,6 +202,15 @@ def _read_erps(root: Path, shown: str, issues: list[Issue]) -> Catalog | None:
     if not p.exists() and not p.is_symlink():
         issues.append(Issue(display, 0, 0, "", "missing: the ERP catalog is required (erps: {name: {name: ..., appkey: \"...\"}})"))
         return None
+    data = _plain_data(p)
+    erps = _plain_erps(data) if data is not None else None
+    if erps is not None:
+        quiet: list[Issue] = []   # nothing to say about the appkeys: no marks needed (else read as YAML, for them)
+        probe = _Sink(quiet)
+        for name, erp in erps.items():
+            check_appkey(probe, At(Document(display, data, Marks()), ("erps", name, "appkey")), erp.appkey, None)
+        if not quiet:
+            return Catalog(erps, frozenset())
     start = len(issues)
     doc = load_file(p, display, issues)
     if doc is None:

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import os
 import signal
@@ -43,8 +44,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from . import __version__
 from .errors import Issue
@@ -178,8 +177,14 @@ _CODE = ("model", "specs", "settings", "vocab", "errors", "files", "yamlio", "lo
 
 def _code() -> str:
     """The code that reads the configuration: these modules, PyYAML (how it resolves a plain
-    scalar) and Python (what ``str.isprintable`` says)."""
-    h = hashlib.sha256(f"{sys.version}\0{yaml.__version__}\0{yaml.__with_libyaml__}\0".encode())
+    scalar: its package's ``__init__`` and which of its files are there, libyaml's among them;
+    found, not imported — a warm run reads no YAML) and Python (what ``str.isprintable`` says)."""
+    h = hashlib.sha256(f"{sys.version}\0".encode())
+    spec = importlib.util.find_spec("yaml")
+    if spec is not None and spec.origin is not None:
+        package = Path(spec.origin).parent
+        with contextlib.suppress(OSError):
+            h.update(Path(spec.origin).read_bytes() + "\0".join(sorted(os.listdir(package))).encode())
     here = Path(__file__).resolve().parent
     for name in _CODE:
         try:

@@ -37,7 +37,7 @@ from typing import Any
 
 from .fastpath import SCENARIO_KEYS, NotPlain, binding, check_label, check_shop
 from .model import DesiredBinding, DesiredShop, Erp, Scenario, Source, new_shop, new_source
-from .yamlio import Loader
+from .yamlio import loader
 
 # one content line: indentation, the item's "- " (with the spaces after it), a key, the value text
 # (its trailing spaces stripped after: a lazy ``(.*?) *`` would try every split of a long run
@@ -46,7 +46,7 @@ _LINE = re.compile(r"( *)(- +)?([A-Za-z0-9_][A-Za-z0-9_.-]*):(?: +(.*))?")
 _COMMENT = re.compile(r" +#.*")
 # a plain scalar may not start with an indicator (a flow collection, a tag, an anchor, a block scalar …)
 _INDICATORS = frozenset("-?:,[]{}#&*!|>'\"%@`")
-_RESOLVERS: dict[Any, list[tuple[str, re.Pattern[str]]]] = Loader.yaml_implicit_resolvers
+_RESOLVERS: dict[Any, list[tuple[str, re.Pattern[str]]]] = loader().yaml_implicit_resolvers
 _T = "tag:yaml.org,2002:"
 _STR, _BOOL, _NULL = _T + "str", _T + "bool", _T + "null"
 _BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}

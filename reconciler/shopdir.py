@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import fastpath, scan
 from .errors import Issue
 from .located import load_file, valid_or_none, validate_file
 from .model import DesiredShop, Source
@@ -271,6 +270,8 @@ def _read_shop_file(raw: bytes, display: str, erps: Catalog | None, profiles: Pr
                     seen: dict[str, str | Source], issues: list[Issue]) -> FileResult | None:
     """One shop file's resolved shops and what the checks across files need (its warnings are
     added by the caller); None when it cannot be read as YAML at all."""
+    from . import fastpath, scan  # (PyYAML's resolvers and nodes: imported once a file is read, not from the cache)
+
     plain = scan.shops(raw, display, erps.specs) if erps is not None and not erps.broken else None
     composed = None
     if plain is None:   # not in the plain line form: YAML

@@ -21,18 +21,42 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
-from yaml.constructor import SafeConstructor
+from typing import TYPE_CHECKING, Any
 
 from .errors import Issue
 from .files import FileError, MiB, read_regular
 from .gcpause import paused_gc as paused_gc  # re-exported: the config readers take it from here
 from .vocab import excerpt
 
-Loader: type[Any] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-Dumper: type[Any] = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+if TYPE_CHECKING:
+    import yaml
+    from yaml.constructor import SafeConstructor
+
+
+def loader() -> type[Any]:
+    """PyYAML's safe loader (libyaml's when present). PyYAML is imported here, when a file is
+    composed, not by every command: a warm plan reads its two small files without it."""
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _dumper() -> type[Any]:
+    import yaml
+
+    return getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+_constructors: list[SafeConstructor] = []
+
+
+def _constructor() -> SafeConstructor:
+    if not _constructors:
+        from yaml.constructor import SafeConstructor
+
+        _constructors.append(SafeConstructor())
+    return _constructors[0]
+
 
 PathT = tuple[str | int, ...]
 
@@ -43,7 +67,6 @@ _MAP, _SEQ, _MERGE = _T + "map", _T + "seq", _T + "merge"
 # these (``!!binary``, ``!!python/…``, ``!custom``) are refused.
 _CONSTRUCTED = {_T + "float", _T + "timestamp"}
 _IMPLICIT = {_INT, _BOOL, _NULL, *_CONSTRUCTED}
-_constructor = SafeConstructor()
 MAX_ALIAS_ISSUES = 20
 MAX_FILE = 64 * MiB   # 100,000 shops in one file is about 15 MB
 MAX_INT_DIGITS = 1000  # an integer literal longer than this is refused (Python's own limit is 4,300)
@@ -114,6 +137,8 @@ class _Builder:
         self.issue(_mark(node), path, message)
 
     def build(self, node: yaml.Node, path: PathT) -> Any:
+        import yaml
+
         self.marks.values[path] = _mark(node)
         if isinstance(node, yaml.ScalarNode):
             return self._scalar(node, path)
@@ -158,17 +183,19 @@ class _Builder:
         if keep_raw:
             self.marks.raw[path] = node.value
         if tag == _BOOL:
-            return _constructor.construct_yaml_bool(node)
+            return _constructor().construct_yaml_bool(node)
         if tag == _INT:
             if len(node.value) > MAX_INT_DIGITS:
                 self.refuse(node, path, f"a number of {len(node.value):,} characters is not a value of ours")
                 return None
-            return _constructor.construct_yaml_int(node)
+            return _constructor().construct_yaml_int(node)
         if tag not in _CONSTRUCTED:
             self.refuse(node, path, f"YAML tags ({_tag(tag)}) are not allowed; write a plain value")
             return None
+        import yaml
+
         try:
-            return _constructor.construct_object(node, deep=True)
+            return _constructor().construct_object(node, deep=True)
         except (yaml.YAMLError, ValueError, OverflowError) as e:
             why = str(getattr(e, "problem", None) or e).split("\n", 1)[0][:80]
             self.refuse(node, path, f"cannot read value {excerpt(node.value)}: {why}")
@@ -246,6 +273,8 @@ def _alias_issues(text: str, file: str) -> list[Issue]:
     Nothing is composed, so nothing is expanded. Raises ``yaml.MarkedYAMLError`` on a
     syntax error (the caller reports it).
     """
+    import yaml
+
     issues: list[Issue] = []
     stack: list[_Frame] = []
 
@@ -272,7 +301,7 @@ def _alias_issues(text: str, file: str) -> list[Issue]:
         line, col = _mark(event)
         issues.append(Issue(file, line, col, path_str(path), message))
 
-    for event in yaml.parse(text, Loader=Loader):
+    for event in yaml.parse(text, Loader=loader()):
         if isinstance(event, yaml.AliasEvent):
             report(event, here(), f"YAML aliases (*{event.anchor}) are not allowed; write the value out")
             done("<alias>")
@@ -361,12 +390,14 @@ def compose(raw: bytes, file: str) -> tuple[Composed | None, list[Issue]]:
     bad = _unprintable(text, file)
     if bad is not None:
         return None, [bad]
+    import yaml
+
     try:
         if "&" in text or "*" in text:
             issues = _alias_issues(text, file)
             if issues:
                 return None, issues
-        return Composed(yaml.compose(text, Loader=Loader)), []
+        return Composed(yaml.compose(text, Loader=loader())), []
     except yaml.MarkedYAMLError as e:
         return None, [*issues, _syntax_issue(e, text, file)]
     except yaml.YAMLError as e:
@@ -385,4 +416,6 @@ def document(composed: Composed, file: str) -> tuple[Document, list[Issue]]:
 
 def dump(data: Any) -> str:
     """YAML text for plain data: block style, keys in the given order, Unicode kept."""
-    return str(yaml.dump(data, Dumper=Dumper, sort_keys=False, allow_unicode=True, default_flow_style=False))
+    import yaml
+
+    return str(yaml.dump(data, Dumper=_dumper(), sort_keys=False, allow_unicode=True, default_flow_style=False))

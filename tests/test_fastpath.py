@@ -25,7 +25,7 @@ from reconciler import fastpath
 from reconciler.config import load_config
 from reconciler.errors import ConfigError
 from reconciler.model import Erp, Scenario, Source
-from reconciler.yamlio import Loader
+from reconciler.yamlio import loader
 
 ERPS = """\
 erps:
@@ -110,7 +110,7 @@ def test_one_pass_equals_step_by_step(shops: list[str], comment: bool) -> None:
         (root / "erps.yaml").write_text(ERPS, encoding="utf-8")
         (root / "shops" / "a.yaml").write_text(text, encoding="utf-8")
         try:
-            node = yaml.compose(text, Loader=Loader)
+            node = yaml.compose(text, Loader=loader())
         except yaml.YAMLError:
             return
         accepted = fastpath.shops(node, str(root / "shops" / "a.yaml"), SPEC_OBJECTS) is not None
@@ -139,7 +139,7 @@ shops:
 
 
 def test_a_plain_file_takes_one_pass() -> None:
-    shops = fastpath.shops(yaml.compose(PLAIN, Loader=Loader), "a.yaml", SPEC_OBJECTS)
+    shops = fastpath.shops(yaml.compose(PLAIN, Loader=loader()), "a.yaml", SPEC_OBJECTS)
     assert shops is not None and [s.id for s in shops] == ["100001", "100002"]
     assert [(b.appkey, b.source.line) for b in shops[0].bindings.values()] == [
         ("21345678", 4), ("virtualAppKey", 9), ("21345678", 4)]
@@ -160,5 +160,5 @@ def test_a_plain_file_takes_one_pass() -> None:
 def test_what_is_not_plain_takes_the_step_by_step_path(change: tuple[str, str]) -> None:
     text = PLAIN.replace(*change)
     assert text != PLAIN
-    shops = fastpath.shops(yaml.compose(text, Loader=Loader), "a.yaml", SPEC_OBJECTS)
+    shops = fastpath.shops(yaml.compose(text, Loader=loader()), "a.yaml", SPEC_OBJECTS)
     assert (shops is not None) == change[1].endswith("!!bool false")
