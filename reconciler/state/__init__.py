@@ -34,22 +34,16 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .types import (
-    FINISHED,
-    INTERRUPTED,
-    RUNNING,
-    InterruptedShop,
-    Locked,
-    LockInfo,
-    LockLost,
-    RunInfo,
-    StateError,
-    Takeover,
-)
 from .urls import DEFAULT_URL, ENV_PASSWORD, ENV_URL, display_url, resolve_url
+from .words import FINISHED, INTERRUPTED, RUNNING, StateError
 
 if TYPE_CHECKING:
     from .store import Store
+    from .types import InterruptedShop, Locked, LockInfo, LockLost, RunInfo, Takeover
+
+# The values the store's methods return: defined (``types``) when first named, not by a
+# read-only command that only looks for an interrupted apply.
+_TYPES = frozenset({"InterruptedShop", "Locked", "LockInfo", "LockLost", "RunInfo", "Takeover"})
 
 __all__ = [
     "DEFAULT_URL",
@@ -122,4 +116,8 @@ def __getattr__(name: str) -> Any:
         from .store import Store
 
         return Store
+    if name in _TYPES:
+        from . import types
+
+        return getattr(types, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -13,18 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from ..errors import ReconcilerError
 from ..history import format_time
-
-# The run statuses of ``Store.runs`` (history JSON ``runs``; docs/workflows.md).
-FINISHED = "finished"
-INTERRUPTED = "interrupted"
-RUNNING = "running"
-
-
-class StateError(ReconcilerError):
-    """The state store cannot be opened, read or written, or refuses what was asked
-    (``unlock`` of a live run, a run that lost its locks). One line, no password."""
+from .words import FINISHED as FINISHED
+from .words import INTERRUPTED as INTERRUPTED
+from .words import RUNNING as RUNNING
+from .words import StateError as StateError
 
 
 class Locked(StateError):

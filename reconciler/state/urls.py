@@ -31,7 +31,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from ..errors import mask
 from ..settings import Settings
-from .types import StateError
+from .words import StateError
 
 ENV_URL = "RECONCILER_STATE_URL"
 ENV_PASSWORD = "RECONCILER_STATE_PASSWORD"
