@@ -18,6 +18,11 @@ CHINA = timezone(timedelta(hours=8), "UTC+8")
 TODAY_ENV = "RECONCILER_TODAY"
 
 
+def format_time(t: datetime) -> str:
+    """A time as the history stores it (UTC, seconds)."""
+    return t.astimezone(UTC).isoformat(timespec="seconds")
+
+
 def china_date(moment: datetime) -> date:
     """The date in China of an aware moment."""
     return moment.astimezone(CHINA).date()

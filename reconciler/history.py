@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from .clock import format_time as format_time  # (defined there: a plan stamps times without this module)
+
 FORMAT_VERSION = 1
 
 CI_ACTOR_VARS = ("RECONCILER_ACTOR", "GITHUB_ACTOR", "GITLAB_USER_LOGIN", "BUILDKITE_BUILD_CREATOR", "BUILD_REQUESTEDFOR", "USER")
@@ -31,9 +33,6 @@ def now() -> str:
     return format_time(datetime.now(UTC))
 
 
-def format_time(t: datetime) -> str:
-    """A time as the history stores it (UTC, seconds)."""
-    return t.astimezone(UTC).isoformat(timespec="seconds")
 
 
 def default_actor() -> str:

@@ -17,10 +17,10 @@ import click
 
 from .. import __version__, clock
 from ..apply import ApplyResult, make_plan
+from ..clock import format_time
 from ..config import SCHEMAS_DIR, Config, load_config
 from ..errors import ConfigError, Issue, ReconcilerError, StalePlan, UnsafePlan
 from ..files import read_regular, write_atomic
-from ..history import default_actor, format_time
 from ..model import Desired, binding_count
 from ..plan import Plan
 from ..render import PLAN_FORMATS, apply_summary, labels_of, nothing_to_apply, plan_as, plan_text, problem_line
@@ -241,7 +241,8 @@ def _max_age(ctx: click.Context, param: click.Parameter, value: str | None) -> t
 
 
 def _run_options(settings: Settings, config_dir: Path, actor: str | None, lock_timeout: float | None) -> RunOptions:
-    from ..gitutil import git_info  # (these two: only apply)
+    from ..gitutil import git_info  # (these three: only apply)
+    from ..history import default_actor
     from ..run import RunOptions
 
     commit, branch = git_info(config_dir)
