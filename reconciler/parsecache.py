@@ -172,7 +172,7 @@ class ShopCache:
 # The modules whose code decides a shop file's result: a change to any of them (a git checkout
 # installed in editable mode keeps its version number) discards the cache.
 _CODE = ("model", "specs", "settings", "vocab", "errors", "files", "yamlio", "located", "resolve", "fastpath", "scan", "shopdir",
-         "config", "parsecache")
+         "config", "plainyaml", "parsecache")
 
 
 def _code() -> str:
