@@ -39,7 +39,10 @@ _BOOLS = {w: v for ws, v in (("yes Yes YES true True TRUE on On ON", True), ("no
           for w in ws.split()}
 _NULLS = frozenset({"~", "null", "Null", "NULL"})
 _SPECIAL = frozenset({".inf", ".Inf", ".INF", ".nan", ".NaN", ".NAN"})
-_ENTRY = re.compile(rf" *({_KEY}): +(\"[^\"\\\\,{{}}\[\]:]*\"|'[^',{{}}\[\]:]*'|[^,{{}}\[\]]*?) *")
+# (greedy, its trailing spaces stripped after: a lazy ``(...*?) *`` would try every split of a
+# long run of spaces, quadratic in the entry's length)
+_ENTRY = re.compile(rf" *({_KEY}): +(\"[^\"\\\\,{{}}\[\]:]*\"|'[^',{{}}\[\]:]*'|[^,{{}}\[\]]*)")
+MAX_DEPTH = 16   # mappings nested deeper are read as YAML (which has its own limit, and says so)
 
 
 class _NotPlain(Exception):
@@ -91,8 +94,10 @@ def _uncomment(value: str) -> str:
     return (value[:cut] if cut >= 0 else value).rstrip(" ")
 
 
-def _block(lines: list[tuple[int, int, str, str]], start: int, indent: int) -> tuple[dict[str, Any], int]:
+def _block(lines: list[tuple[int, int, str, str]], start: int, indent: int, depth: int = 0) -> tuple[dict[str, Any], int]:
     """The block mapping whose keys are at ``indent``, from line ``start``: (it, the line after)."""
+    if depth > MAX_DEPTH:
+        raise _NotPlain
     out: dict[str, Any] = {}
     i = start
     while i < len(lines):
@@ -109,7 +114,7 @@ def _block(lines: list[tuple[int, int, str, str]], start: int, indent: int) -> t
         else:
             if i >= len(lines) or lines[i][1] <= indent:
                 raise _NotPlain   # an empty value (null): PyYAML's marks of it are not ours to guess
-            out[key], i = _block(lines, i, lines[i][1])
+            out[key], i = _block(lines, i, lines[i][1], depth + 1)
     return out, i
 
 
@@ -169,7 +174,7 @@ def _flow(text: str) -> dict[str, Any]:
         m = _ENTRY.fullmatch(entry)
         if m is None:
             raise _NotPlain
-        key, value = m.groups()
+        key, value = m.group(1), m.group(2).rstrip(" ")
         if key in out or key_is_not_a_string(key) or not value:
             raise _NotPlain
         out[key] = _value(value)

@@ -160,3 +160,23 @@ def test_a_warm_plan_reads_no_yaml(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", YAML_IMPORTED, "-C", str(config), "plan"], capture_output=True, text=True,
                           env=cli_env(), timeout=120, check=False)
     assert done.returncode == 1 and "reconciler.yaml:1:" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def test_a_hostile_file_is_read_in_linear_time_or_left_to_yaml(tmp_path: Path) -> None:
+    """A flow entry with millions of spaces is read at once (a lazy pattern would try every
+    split of them: hours); mappings nested thousands deep are not read here (no recursion
+    without bound): YAML reads the file and says what is wrong, where — no traceback."""
+    code = ("from reconciler.plainyaml import mapping\n"
+            "assert mapping('a: {b: x' + ' ' * 2_000_000 + 'y  }\\n') == {'a': {'b': 'x' + ' ' * 2_000_000 + 'y'}}\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    deep = "".join(" " * i + f"k{i}:\n" for i in range(3000)) + " " * 3000 + "z: 1\n"
+    assert mapping(deep) is None
+    import shutil
+
+    shutil.copytree(ROOT / "configs", tmp_path / "configs", ignore=shutil.ignore_patterns(".reconciler"))
+    (tmp_path / "configs" / "reconciler.yaml").write_text(deep, encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "reconciler", "-C", str(tmp_path / "configs"), "validate"],
+                          capture_output=True, text=True, env=cli_env(), timeout=120, check=False)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "reconciler.yaml:1000:" in done.stdout + done.stderr, done.stdout + done.stderr
